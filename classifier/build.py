@@ -88,9 +88,13 @@ def _atomic_save(model, out: Path) -> None:
 
 
 def build_graph(head_w: np.ndarray, head_b: np.ndarray, labels: list[str], out: Path,
-                quantize: bool = True) -> Path:
-    """Encoder + head as one graph; int8 dynamic quantisation, per-channel, MatMul/Gather weights only."""
-    model = graphmod.build_encoder_graph(e5(), head_w.astype(np.float32), head_b.astype(np.float32), labels)
+                quantize: bool = True, fused: bool = True) -> Path:
+    """Encoder + head as one graph. int8: dynamic quantisation, per-channel, of the MatMul/Gather/Attention
+    weights; attention's activation x activation products and the head stay fp32."""
+    import onnx
+
+    model = graphmod.build_encoder_graph(e5(), head_w.astype(np.float32), head_b.astype(np.float32), labels,
+                                         fused=fused)
     if not quantize:
         _atomic_save(model, out)
         return out
@@ -101,8 +105,9 @@ def build_graph(head_w: np.ndarray, head_b: np.ndarray, labels: list[str], out: 
         _atomic_save(model, src)
         dst = Path(td) / "int8.onnx"
         quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul", "Gather"],
-                         nodes_to_exclude=graphmod.head_matmul_names(model))
+                         op_types_to_quantize=["MatMul", "Gather", "Attention"],
+                         nodes_to_exclude=graphmod.head_matmul_names(model),
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         os.replace(dst, out)
     return out
 

@@ -41,8 +41,12 @@ class _G:
 
 
 def build_encoder_graph(f: E5File, head_w: np.ndarray | None = None, head_b: np.ndarray | None = None,
-                        labels: list[str] | None = None) -> onnx.ModelProto:
-    """Return the graph; with ``head_w`` ([384, n_labels]) and ``head_b`` it also outputs probabilities."""
+                        labels: list[str] | None = None, fused: bool = False) -> onnx.ModelProto:
+    """Return the graph; with ``head_w`` ([384, n_labels]) and ``head_b`` it also outputs probabilities.
+
+    ``fused`` writes onnxruntime's contrib operators (Attention, SkipLayerNormalization, BiasGelu) instead
+    of their standard-op expansion: same arithmetic, fewer kernels, and Attention quantises to QAttention.
+    """
     t = f.tensors
     H, NH, FF = f.hidden, f.heads, f.ffn
     hd = H // NH
@@ -63,13 +67,17 @@ def build_encoder_graph(f: E5File, head_w: np.ndarray | None = None, head_b: np.
              "emb_ln", axis=-1, epsilon=f.eps)
 
     mask_f = g.op("Cast", ["attention_mask"], "mask_f", to=TensorProto.FLOAT)
-    inv = g.op("Sub", [f32("one_f", 1.0), mask_f], "mask_inv")
-    neg = g.op("Mul", [inv, f32("neg_big", -1e4)], "mask_neg")
-    attn_bias = g.op("Unsqueeze", [neg, i64("ax_12", [1, 2])], "attn_bias")  # [B,1,1,L]
+    if not fused:
+        inv = g.op("Sub", [f32("one_f", 1.0), mask_f], "mask_inv")
+        neg = g.op("Mul", [inv, f32("neg_big", -1e4)], "mask_neg")
+        attn_bias = g.op("Unsqueeze", [neg, i64("ax_12", [1, 2])], "attn_bias")  # [B,1,1,L]
 
-    split_shape = i64("split_shape", [0, 0, NH, hd])
-    merge_shape = i64("merge_shape", [0, 0, H])
-    scale = f32("attn_scale", 1.0 / np.sqrt(hd))
+    if fused:
+        mask_i32 = g.op("Cast", ["attention_mask"], "mask_i32", to=TensorProto.INT32)
+    if not fused:
+        split_shape = i64("split_shape", [0, 0, NH, hd])
+        merge_shape = i64("merge_shape", [0, 0, H])
+        scale = f32("attn_scale", 1.0 / np.sqrt(hd))
     for li in range(f.layers):
         p = f"l{li}."
         w = lambda k: t[p + k]  # noqa: E731
@@ -79,6 +87,22 @@ def build_encoder_graph(f: E5File, head_w: np.ndarray | None = None, head_b: np.
             y = g.op("MatMul", [inp, wt], f"{tag}_matmul")
             return g.op("Add", [y, g.const(f"{tag}_b", w(key + ".b"))], f"{tag}_bias")
 
+        if fused:
+            qkv_w = np.concatenate([w(k + ".w").reshape(H, H).T for k in ("q", "k", "v")], axis=1)
+            qkv_b = np.concatenate([w(k + ".b") for k in ("q", "k", "v")])
+            a = g.op("Attention", [x, g.const(f"l{li}_qkv_w", qkv_w), g.const(f"l{li}_qkv_b", qkv_b), mask_i32],
+                     f"l{li}_attention", domain="com.microsoft", num_heads=NH)
+            a = g.op("MatMul", [a, g.const(f"l{li}_ao_w", w("ao.w").reshape(H, H).T)], f"l{li}_ao_matmul")
+            x = g.op("SkipLayerNormalization", [a, x, f32(f"l{li}_aln_w", w("aln.w")), f32(f"l{li}_aln_b", w("aln.b")),
+                                                f32(f"l{li}_ao_b", w("ao.b"))],
+                     f"l{li}_ln1", domain="com.microsoft", epsilon=f.eps)
+            h = g.op("MatMul", [x, g.const(f"l{li}_fi_w", w("fi.w").reshape(FF, H).T)], f"l{li}_fi_matmul")
+            h = g.op("BiasGelu", [h, f32(f"l{li}_fi_b", w("fi.b"))], f"l{li}_gelu", domain="com.microsoft")
+            o = g.op("MatMul", [h, g.const(f"l{li}_fo_w", w("fo.w").reshape(H, FF).T)], f"l{li}_fo_matmul")
+            x = g.op("SkipLayerNormalization", [o, x, f32(f"l{li}_oln_w", w("oln.w")), f32(f"l{li}_oln_b", w("oln.b")),
+                                                f32(f"l{li}_fo_b", w("fo.b"))],
+                     f"l{li}_ln2", domain="com.microsoft", epsilon=f.eps)
+            continue
         q = lin(x, "q", H, H, f"l{li}_q")
         k = lin(x, "k", H, H, f"l{li}_k")
         v = lin(x, "v", H, H, f"l{li}_v")
@@ -102,7 +126,7 @@ def build_encoder_graph(f: E5File, head_w: np.ndarray | None = None, head_b: np.
         h = lin(x, "fi", FF, H, f"l{li}_fi")
         # exact (erf) GELU: 0.5 * h * (1 + erf(h / sqrt(2)))
         e = g.op("Erf", [g.op("Div", [h, f32("sqrt2", np.sqrt(2.0))], f"l{li}_gelu_div")], f"l{li}_gelu_erf")
-        e = g.op("Add", [e, "one_f"], f"l{li}_gelu_add")
+        e = g.op("Add", [e, f32("one_f", 1.0)], f"l{li}_gelu_add")
         h = g.op("Mul", [g.op("Mul", [h, e], f"l{li}_gelu_mul"), f32("half", 0.5)], f"l{li}_gelu")
         o = lin(h, "fo", H, FF, f"l{li}_fo")
         x = g.op("Add", [x, o], f"l{li}_res2")
@@ -134,7 +158,8 @@ def build_encoder_graph(f: E5File, head_w: np.ndarray | None = None, head_b: np.
          helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])],
         outputs, g.inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+    opsets = [helper.make_opsetid("", OPSET)] + ([helper.make_opsetid("com.microsoft", 1)] if fused else [])
+    model = helper.make_model(graph, opset_imports=opsets,
                               producer_name="prompt-tagger")
     model.ir_version = 9
     if labels:
