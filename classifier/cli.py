@@ -141,6 +141,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _register_plugins(sub: argparse._SubParsersAction) -> None:
+    """Subcommands owned by other packages (service, batch) register themselves here, imported lazily."""
+    import importlib
+
+    for mod in ("service.cli", "classifier.batch.cli"):
+        try:
+            m = importlib.import_module(mod)
+        except ImportError as exc:
+            if exc.name and exc.name.startswith(mod.split(".")[0]) and exc.name in mod:
+                continue  # package not present
+            raise
+        m.register(sub)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="prompt-tagger", description="Classify LLM prompts into 13 categories.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -173,9 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("train", help="train a model folder from the shared sources + team data ([train] extra)")
     s.add_argument("-o", "--output", default="models/default")
     s.add_argument("--max-tokens", type=int, default=256)
-    s.add_argument("--quantization", default="int8", choices=["int8", "fp32"])
+    s.add_argument("--quantization", default="q4", choices=["q4", "int8", "fp32"])
     s.set_defaults(fn=cmd_train)
 
+    _register_plugins(sub)
     args = p.parse_args(argv)
     try:
         return int(args.fn(args) or 0)

@@ -43,6 +43,7 @@ class E5File:
     scores: np.ndarray
     norm_map: dict[int, str]
     tensors: dict[str, np.ndarray] = field(repr=False)
+    q4: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # raw Q4_0 blocks, (n/32, 18) uint8
 
 
 def default_path() -> Path:
@@ -67,6 +68,20 @@ def _dequant_q4(raw: bytes, n: int) -> np.ndarray:
     hi = (qs >> 4).astype(np.int8) - 8
     vals = np.concatenate([lo, hi], axis=1).astype(np.float32) * scale
     return vals.reshape(n)
+
+
+def quantize_q4(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Q4_0-quantise a flat fp32 array (for tests and fakes): (blocks (n/32, 18) uint8, dequantised copy)."""
+    x = np.asarray(w, dtype=np.float32).reshape(-1, QK)
+    amax_idx = np.abs(x).argmax(1)
+    mx = x[np.arange(len(x)), amax_idx]
+    d = (mx / -8.0).astype(np.float16)
+    dd = d.astype(np.float32)
+    inv = np.divide(1.0, dd, out=np.zeros_like(dd), where=dd != 0)
+    q = np.clip(np.round(x * inv[:, None]) + 8, 0, 15).astype(np.uint8)
+    qs = q[:, :16] | (q[:, 16:] << 4)
+    blocks = np.concatenate([d.view(np.uint8).reshape(-1, 2), qs], axis=1)
+    return blocks, _dequant_q4(blocks.tobytes(), x.size)
 
 
 def read(path: str | Path | None = None) -> E5File:
@@ -106,6 +121,7 @@ def read(path: str | Path | None = None) -> E5File:
     (ndir,) = struct.unpack_from("<i", buf, off)
     off += 4
     tensors: dict[str, np.ndarray] = {}
+    q4: dict[str, np.ndarray] = {}
     for _ in range(ndir):
         (nlen,) = struct.unpack_from("<H", buf, off)
         off += 2
@@ -120,7 +136,8 @@ def read(path: str | Path | None = None) -> E5File:
             tensors[name] = np.frombuffer(raw, dtype="<f4", count=n).copy()
         elif dtype == 1:
             tensors[name] = _dequant_q4(raw, n)
+            q4[name] = np.frombuffer(raw, dtype=np.uint8, count=(n // QK) * 18).reshape(n // QK, 18)
         else:
             raise E5FileError(f"{p}: tensor {name!r} has unknown dtype {dtype} (expected 0=fp32 or 1=Q4_0)")
     return E5File(h, nl, nh, ff, voc, maxp, tvs, float(eps), bos, eos, pad, unk, pieces, scores,
-                  norm_map, tensors)
+                  norm_map, tensors, q4)

