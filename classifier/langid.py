@@ -17,7 +17,7 @@ _FENCE = re.compile(r"```.*?(```|$)", re.S)
 _CODE_LINE = re.compile(r"^\s*([{}()\[\];<>#/*=]|(def|class|import|from|return|for|if|var|let|const|function|"
                         r"public|private|#include|SELECT|select)\b).*$", re.M)
 _ALIASES = {"zh-cn": "zh", "zh-tw": "zh", "zh-hk": "zh", "iw": "he", "jw": "jv", "nb": "no"}
-MIN_LETTERS = 3
+MIN_LETTERS = 2
 
 
 def natural_text(text: str) -> str:

@@ -137,6 +137,9 @@ def write_model(out_dir: Path, *, head: Any, clf: Any, labels: list[str], config
             shutil.rmtree(out_dir)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(tmp, out_dir)
+    out_dir.chmod(0o755)
+    for p in out_dir.iterdir():
+        p.chmod(0o644)
     return out_dir
 
 
