@@ -9,7 +9,7 @@ const COLORS = {
 const LANG_COLOR = "#4e79a7";
 const SVG = "http://www.w3.org/2000/svg";
 const $ = (id) => document.getElementById(id);
-const pct = (x) => (100 * x).toFixed(x >= 0.1 ? 0 : 1) + "%";
+const pct = (x) => (x === 0 ? "0" : (100 * x).toFixed(x >= 0.1 ? 0 : 1)) + "%";
 const fmt = (n) => n >= 1e6 ? (n / 1e6).toFixed(1) + "M" : n >= 1e4 ? (n / 1e3).toFixed(1) + "k" : String(Math.round(n));
 
 async function api(path) {
@@ -61,9 +61,10 @@ function drawArea(stats) {
   buckets.forEach((b, i) => {
     if (i % step) return;
     const x = buckets.length === 1 ? (L + W - R) / 2 : xs[i];
-    el("text", { x, y: H - B + 16, "text-anchor": "middle" }, svg, b.bucket);
+    const anchor = buckets.length === 1 ? "middle" : i === 0 ? "start" : i >= buckets.length - step ? "end" : "middle";
+    el("text", { x, y: H - B + 16, "text-anchor": anchor }, svg, b.bucket);
     const un = b.unclassified / Math.max(1, b.unclassified + b.total);
-    el("text", { x, y: H - B + 32, "text-anchor": "middle", fill: "#9ca3af" }, svg, `unclass. ${pct(un)}`);
+    el("text", { x, y: H - B + 32, "text-anchor": anchor, fill: "#9ca3af" }, svg, `unclass. ${pct(un)}`);
   });
   return cats.length;
 }
