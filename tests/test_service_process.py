@@ -138,7 +138,7 @@ def gold_prompts(n: int) -> list[str]:
     gold = REPO.parent / "shared" / "data" / "eval" / "gold_v1.jsonl"
     if not gold.exists():
         return [p for p, _ in PROMPTS]
-    lines = gold.read_text(encoding="utf-8").splitlines()
+    lines = [x for x in gold.read_text(encoding="utf-8").split("\n") if x.strip()]
     random.Random(0).shuffle(lines)
     return [json.loads(line)["text"] for line in lines[:n]]
 
