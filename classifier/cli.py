@@ -145,7 +145,7 @@ def _register_plugins(sub: argparse._SubParsersAction) -> None:
     """Subcommands owned by other packages (service, batch) register themselves here, imported lazily."""
     import importlib
 
-    for mod in ("service.cli", "classifier.batch.cli"):
+    for mod in ("service.cli", "classifier.batch.cli", "training.cli"):
         try:
             m = importlib.import_module(mod)
         except ImportError as exc:
