@@ -42,6 +42,8 @@ def fit_lr(X: np.ndarray, y: np.ndarray, w: np.ndarray, C: float, seed: int):
 
 def choose_c(X: np.ndarray, y: np.ndarray, w: np.ndarray, grid: tuple[float, ...], folds: int,
              seed: int) -> tuple[float, dict[str, float]]:
+    if len(grid) == 1:  # nothing to choose (a retrain that keeps its parent's C): skip the folds
+        return float(grid[0]), {}
     ms = require("sklearn.model_selection")
     metrics = require("sklearn.metrics")
     skf = ms.StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)

@@ -46,7 +46,7 @@ def train(out_dir: Path, config: TrainConfig | None = None, examples: list[datam
     X = emb([e.text for e in examples], progress=True)
     log(f"embeddings: {X.shape} in {time.time() - t0:.0f}s")
     y = np.array([lab_idx[e.label] for e in examples])
-    w = np.array([1.0 if e.group == "written" else cfg.mapped_weight for e in examples])
+    w = np.array([cfg.mapped_weight if e.group == "mapped" else 1.0 for e in examples])
     head, clf = fit_head(X[tr], y[tr], w[tr], X[va], y[va], labels, cfg.c_grid, cfg.cv_folds,
                          cfg.precision_target, cfg.default_threshold, cfg.seed)
     pv = head.proba(X[va]).argmax(1)
@@ -66,5 +66,30 @@ def train(out_dir: Path, config: TrainConfig | None = None, examples: list[datam
     out = export.write_model(out_dir, head=head, clf=clf, labels=labels, config=cfg.to_dict(),
                              probe_texts=probe, data_hashes=datamod.source_hashes(), metrics=metrics,
                              counts=counts, parent=parent)
+    write_reference(out, head.proba(X[va]), [e.label for e in examples], labels)
     log(f"wrote {out} in {time.time() - t0:.0f}s")
     return out
+
+
+def reference_stats(p_val: np.ndarray, train_labels: list[str], labels: list[str]) -> dict:
+    """What drift monitoring compares traffic with: the training label mix, and on the validation split the
+    unconfident share and the mean confidence per predicted label."""
+    counts = Counter(train_labels)
+    k = p_val.argmax(1)
+    top = p_val.max(1)
+    mean_conf = {lab: round(float(top[k == i].mean()), 4) for i, lab in enumerate(labels) if (k == i).any()}
+    return {"label_share": {lab: round(counts.get(lab, 0) / max(len(train_labels), 1), 5) for lab in labels},
+            "validation_mean_confidence": mean_conf, "validation_n": int(len(p_val))}
+
+
+def write_reference(model_dir: Path, p_val: np.ndarray, train_labels: list[str], labels: list[str]) -> None:
+    """Add ``reference`` to a written manifest (the manifest is not among the hashed files)."""
+    import json
+
+    path = Path(model_dir) / "manifest.json"
+    man = json.loads(path.read_text())
+    ref = reference_stats(p_val, train_labels, labels)
+    thr = np.array([man["thresholds"].get(lab, man["default_threshold"]) for lab in labels])
+    ref["validation_unconfident_share"] = round(float((p_val.max(1) < thr[p_val.argmax(1)]).mean()), 4)
+    man["reference"] = ref
+    path.write_text(json.dumps(man, indent=2, ensure_ascii=False) + "\n")
