@@ -133,11 +133,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if getattr(args, "add", None) or getattr(args, "feedback_db", None) or getattr(args, "parent", None):
+        from training.retrain import cmd_retrain  # a new version from a parent model plus new rows
+
+        return cmd_retrain(args)
     from training.config import TrainConfig
     from training.train import train
 
     cfg = TrainConfig(max_tokens=args.max_tokens, quantization=args.quantization)
-    train(Path(args.output), cfg)
+    train(Path(args.output or "models/default"), cfg)
     return 0
 
 
@@ -185,10 +189,16 @@ def main(argv: list[str] | None = None) -> int:
     s.set_defaults(fn=cmd_evaluate)
 
     s = sub.add_parser("train", help="train a model folder from the shared sources + team data ([train] extra)")
-    s.add_argument("-o", "--output", default="models/default")
+    s.add_argument("-o", "--output", help="model folder (default models/default; with --add: models/v<N>)")
     s.add_argument("--max-tokens", type=int, default=256)
     s.add_argument("--quantization", default="q4", choices=["q4", "int8", "fp32"])
     s.set_defaults(fn=cmd_train)
+    try:
+        from training.cli import add_retrain_arguments
+    except ImportError:  # training/ not installed
+        pass
+    else:
+        add_retrain_arguments(s)
 
     _register_plugins(sub)
     args = p.parse_args(argv)
