@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -17,7 +19,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import ValidationError
 
-from classifier import Classifier, Tag
+from classifier import Classifier, Tag, drift
+from classifier.model import default_model_path
 
 from .batching import MicroBatcher, Overloaded
 from .metrics import Metrics
@@ -27,6 +30,7 @@ from .settings import Settings
 from .store import GROUPS, StatsStore
 
 STATIC = Path(__file__).resolve().parent / "static"
+log = logging.getLogger("prompt_tagger.service")
 
 
 @asynccontextmanager
@@ -50,10 +54,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                   lambda: store.stats.written)
     app.state.store, app.state.batcher = store, batcher
     app.state.started = time.time()
+    app.state.reload_lock = asyncio.Lock()
     await batcher.start()
+    watch = asyncio.create_task(watch_model(app, s.reload_watch_s)) if s.reload_watch_s else None
     try:
         yield
     finally:  # the server has finished every open request: drain inference, then write every row
+        if watch is not None:
+            watch.cancel()
         await batcher.stop()
         await asyncio.to_thread(store.close)
 
@@ -79,6 +87,18 @@ def require_key(request: Request, authorization: Annotated[str | None, Header()]
     if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), key.encode()):
         raise HTTPException(401, "missing or wrong API key: send `Authorization: Bearer <key>` "
                             "(the key is PROMPT_TAGGER_API_KEY)", headers={"WWW-Authenticate": "Bearer"})
+
+
+def require_admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+    s: Settings = request.app.state.settings
+    key = s.admin_key or s.api_key
+    if not key:
+        raise HTTPException(403, "admin routes are off: set PROMPT_TAGGER_ADMIN_KEY (or PROMPT_TAGGER_API_KEY)")
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), key.encode()):
+        raise HTTPException(401, "missing or wrong admin key: send `Authorization: Bearer <key>` (the key is "
+                            "PROMPT_TAGGER_ADMIN_KEY, or PROMPT_TAGGER_API_KEY when that is unset)",
+                            headers={"WWW-Authenticate": "Bearer"})
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -303,6 +323,85 @@ async def live(request: Request, clf: ClassifierDep) -> dict[str, Any]:
     }
 
 
+@router.get("/v1/drift", tags=["statistics"])
+async def drift_report(request: Request, clf: ClassifierDep, store: StoreDep, settings: SettingsDep,
+                       days: Annotated[float | None, Query(gt=0, le=366)] = None,
+                       all_versions: bool = False) -> dict[str, Any]:
+    """Recent traffic vs the training data: unconfident share, PSI of the category mix (vs the training mix and vs
+    the window before), and the labels whose mean confidence fell most. Counts only the served model's rows unless
+    ``all_versions``."""
+    span = (days or settings.drift_days) * 86400
+    now = time.time()
+    version = None if all_versions else clf.version
+    cur = await asyncio.to_thread(store.drift_counts, now - span, now + 1, version)
+    prev = await asyncio.to_thread(store.drift_counts, now - 2 * span, now - span, version)
+    out = drift.report(cur, clf.manifest, prev or None)
+    out["window"] = {"days": span / 86400, "start": now - span, "end": now, "model_version": version or "all"}
+    return out
+
+
+# -- hot reload -----------------------------------------------------------------------------------------------
+def served_path(app: FastAPI) -> Path:
+    s: Settings = app.state.settings
+    return Path(s.model) if s.model else default_model_path()
+
+
+async def reload_model(app: FastAPI) -> dict[str, Any]:
+    """Load the served folder again and swap it in: new batches use it, the running batch ends on the old one."""
+    async with app.state.reload_lock:
+        old: Classifier = app.state.classifier
+        t0 = time.perf_counter()
+        s: Settings = app.state.settings
+        new = await asyncio.to_thread(Classifier.load, served_path(app), threads=s.threads or None)
+        app.state.batcher.swap(new.predict)
+        app.state.classifier = new
+        secs = round(time.perf_counter() - t0, 2)
+        log.info("reloaded model %s -> %s in %.2fs", old.version, new.version, secs)
+        return {"previous": old.version, "version": new.version, "labels": new.labels, "load_seconds": secs}
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path / "manifest.json")
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+async def watch_model(app: FastAPI, every_s: float) -> None:
+    """Reload when the served folder's manifest changes (promotion swaps the folder, so its inode changes)."""
+    path = served_path(app)
+    seen = _signature(path)
+    while True:
+        await asyncio.sleep(every_s)
+        sig = _signature(path)
+        if sig is None or sig == seen:
+            continue
+        try:
+            version = json.loads((path / "manifest.json").read_text()).get("version")
+            if version != app.state.classifier.version:
+                await reload_model(app)
+            seen = sig
+        except Exception:  # noqa: BLE001 - a half-copied or bad model: keep serving the old one, try again
+            log.exception("model reload from %s failed; still serving %s", path, app.state.classifier.version)
+
+
+admin = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)])
+
+
+@admin.post("/reload", tags=["admin"])
+async def admin_reload(request: Request) -> dict[str, Any]:
+    """Load the served model folder again (after ``prompt-tagger models promote``) and swap it in atomically:
+    requests being inferred finish on the old model, later ones use the new one, none fail."""
+    from classifier.model import ModelError
+
+    try:
+        return await reload_model(request.app)
+    except (ModelError, OSError, ValueError) as exc:
+        raise HTTPException(409, f"reload failed, still serving {request.app.state.classifier.version}: "
+                            f"{exc}") from exc
+
+
 public = APIRouter()
 
 
@@ -329,6 +428,7 @@ def create_app(settings: Settings | None = None, classifier: Classifier | None =
                   description="Label LLM requests into 13 usage categories and keep live distribution statistics.")
     app.state.settings, app.state.classifier, app.state.metrics = settings, classifier, Metrics()
     app.include_router(router)
+    app.include_router(admin)
     app.include_router(public)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, exempt=("/v1/ingest",))
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

@@ -35,6 +35,10 @@ class MicroBatcher:
         self._task: asyncio.Task | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
 
+    def swap(self, predict: Callable[[list[str]], list[Any]]) -> None:
+        """Send later batches to ``predict``; the batch running now finishes on the old one (one worker)."""
+        self._predict = predict
+
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="micro-batcher")
 

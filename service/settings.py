@@ -27,4 +27,9 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(1, ge=1, description="Retry-After header on 503")
     max_body_bytes: int = Field(1_000_000, ge=1, description="request body limit (413); per line for /v1/ingest")
     max_batch_items: int = Field(256, ge=1, description="most items in one /v1/classify/batch call (422)")
+    admin_key: str | None = Field(None, description="bearer key for /admin/* (model reload); when unset the "
+                                  "API key is used, and with neither the admin routes answer 403")
+    reload_watch_s: float = Field(0.0, ge=0, description="poll the model folder's manifest this often and reload "
+                                  "when it changes (0: off; POST /admin/reload still works)")
+    drift_days: float = Field(7.0, gt=0, description="default window of GET /v1/drift, in days")
     shutdown_timeout_s: float = Field(30.0, ge=0, description="graceful shutdown: wait this long for open requests")

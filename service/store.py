@@ -163,6 +163,17 @@ class StatsStore:
             con.close()
         return None if r is None else {"category": r[0], "model_version": r[1], "text": r[2]}
 
+    def drift_counts(self, start: float, end: float, model_version: str | None = None) -> dict[str, tuple]:
+        """Per category: (requests, unconfident requests, confidence sum) in [start, end), for drift."""
+        sql = ("SELECT category, COUNT(*), SUM(1 - confident), SUM(confidence) FROM requests "
+               "WHERE ts >= ? AND ts < ?" + (" AND model_version = ?" if model_version else "") + " GROUP BY category")
+        con = connect(self.path)
+        try:
+            got = con.execute(sql, (start, end, model_version) if model_version else (start, end)).fetchall()
+        finally:
+            con.close()
+        return {c: (int(n), int(u), float(s)) for c, n, u, s in got}
+
     def count(self) -> int:
         con = connect(self.path)
         try:
