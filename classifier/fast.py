@@ -58,7 +58,8 @@ class FastTier:
     @classmethod
     def load(cls, path: str | Path, tokenizer: Any, thresholds: dict[str, float] | None = None) -> FastTier:
         z = np.load(path, allow_pickle=False)
-        return cls(z["token_ids"], z["vectors"], z["weight"], z["bias"], tokenizer, tokenizer.get_vocab_size(),
+        vectors = z["vectors"].astype(np.float16) * z["scales"][:, None]  # int8 rows x fp16 per-row scale
+        return cls(z["token_ids"], vectors, z["weight"], z["bias"], tokenizer, tokenizer.get_vocab_size(),
                    thresholds)
 
     def tokens(self, texts: Sequence[str]) -> list[list[int]]:
@@ -77,7 +78,17 @@ class FastTier:
         return p.astype(np.float32)
 
 
+def quantize_rows(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per row: row = q * scale."""
+    v = np.asarray(vectors, dtype=np.float32)
+    scales = np.abs(v).max(1) / 127.0
+    scales[scales == 0] = 1.0
+    q = np.clip(np.rint(v / scales[:, None]), -127, 127).astype(np.int8)
+    return q, scales.astype(np.float16)
+
+
 def save(path: Path, token_ids: np.ndarray, vectors: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> Path:
-    np.savez_compressed(path, token_ids=token_ids.astype(np.int32), vectors=vectors.astype(np.float16),
+    q, scales = quantize_rows(vectors)
+    np.savez_compressed(path, token_ids=token_ids.astype(np.int32), vectors=q, scales=scales,
                         weight=weight.astype(np.float32), bias=bias.astype(np.float32))
     return path

@@ -17,6 +17,7 @@ from .text import to_text
 SCHEMA_VERSION = 1
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = REPO / "models" / "default"
+TOKEN_BUDGET = 2048  # padded tokens per encoder call (bench/speed.py's sweep: bigger buys nothing on CPU)
 
 
 class ModelError(ValueError):
@@ -142,7 +143,11 @@ class Classifier:
         if "fast_tier" in manifest:
             from .fast import FastTier
 
-            fast = FastTier.load(model_dir / manifest["fast_tier"]["file"], tok,
+            fast_path = model_dir / manifest["fast_tier"]["file"]
+            if not fast_path.exists():
+                raise ModelError(f"{fast_path}: the manifest names a fast tier but the file is missing; rebuild "
+                                 f"it with `python -m training.fast_tier {model_dir}`")
+            fast = FastTier.load(fast_path, tok,
                                  manifest["fast_tier"].get("thresholds", {}))
         if cascade is None:
             cascade = bool(manifest.get("fast_tier", {}).get("cascade_default", False))
@@ -177,12 +182,24 @@ class Classifier:
         from .tokenizer import encode
 
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        live = [i for i, t in enumerate(texts) if t.strip()]
-        order = sorted(live, key=lambda i: len(texts[i]))  # length buckets: padding is not computed
-        for s in range(0, len(order), self.batch_size):
-            idx = order[s : s + self.batch_size]
-            ids, mask = encode(self._tok, [texts[i] for i in idx], self.max_tokens)
-            out[idx] = self._sess.run(["probabilities"], {"input_ids": ids, "attention_mask": mask})[0]
+        live = np.array([i for i, t in enumerate(texts) if t.strip()], dtype=np.int64)
+        if not len(live):
+            return out
+        ids, mask = encode(self._tok, [texts[i] for i in live], self.max_tokens)
+        lens = mask.sum(1)
+        order = np.argsort(lens, kind="stable")
+        # length buckets by token count: a sub-batch holds at most TOKEN_BUDGET padded tokens, so one long
+        # prompt in a call does not make 31 short ones pay for 256 positions each
+        s = 0
+        while s < len(order):
+            e = s + 1
+            while e < len(order) and e - s < self.batch_size and (e - s + 1) * lens[order[e]] <= TOKEN_BUDGET:
+                e += 1
+            sub = order[s:e]
+            width = int(lens[sub].max())
+            out[live[sub]] = self._sess.run(["probabilities"], {"input_ids": ids[sub, :width],
+                                                                "attention_mask": mask[sub, :width]})[0]
+            s = e
         return out
 
     def predict(self, items: Sequence[Any]) -> list[Tag]:

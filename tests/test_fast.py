@@ -114,8 +114,15 @@ def test_tampered_fast_table_is_refused(model_copy):
 def test_no_pickles_in_fast_file(model_copy):
     add_fast_tier(model_copy, 0.0, True)
     z = np.load(model_copy / "fast.npz", allow_pickle=False)  # raises if any array needs pickle
-    assert set(z.files) == {"token_ids", "vectors", "weight", "bias"}
-    assert z["vectors"].dtype == np.float16
+    assert set(z.files) == {"token_ids", "vectors", "scales", "weight", "bias"}
+    assert z["vectors"].dtype == np.int8
+
+
+def test_int8_rows_round_trip_closely():
+    v = np.random.default_rng(1).normal(0, 1, (50, 16))
+    q, s = fastmod.quantize_rows(v)
+    back = q.astype(np.float32) * s.astype(np.float32)[:, None]
+    assert np.abs(back - v).max() <= np.abs(v).max(1).max() / 127 + 1e-2
 
 
 def _probs(top: np.ndarray, k: np.ndarray, n_labels: int = 3) -> np.ndarray:

@@ -131,7 +131,7 @@ def _macro_f1(y: np.ndarray, p: np.ndarray, n: int) -> float:
     return round(macro_f1(y, p, n), 4)
 
 
-def build_fast_tier(model_dir: Path, dim: int = 128, min_df: int = 2, top_n: int = 20000, sif_a: float = 1e-3,
+def build_fast_tier(model_dir: Path, dim: int = 256, min_df: int = 2, top_n: int = 20000, sif_a: float = 1e-4,
                     budget: float = 0.005, calibrate_on: str = "written", log=print) -> dict[str, Any]:
     """Fit the fast tier for ``model_dir`` (its labels, head and training config) and write it into the folder."""
     from tokenizers import Tokenizer
@@ -164,7 +164,8 @@ def build_fast_tier(model_dir: Path, dim: int = 128, min_df: int = 2, top_n: int
     vecs = embed_tokens(vocab, log=log)
     embed_s = time.time() - t1
     table, explained = pca_table(vecs, sif_weights(np.asarray(f.scores), sif_a)[vocab], dim)
-    table = table.astype(np.float16)
+    q, scales = fastmod.quantize_rows(table)
+    table = q.astype(np.float16) * scales[:, None]  # exactly what serving will load
     tier = fastmod.FastTier(vocab, table, np.zeros((dim, len(labels))), np.zeros(len(labels)), tok,
                             tok.get_vocab_size())
     X = tier.features(texts)
@@ -217,7 +218,7 @@ def build_fast_tier(model_dir: Path, dim: int = 128, min_df: int = 2, top_n: int
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="add the fast tier + cascade thresholds to a model folder")
     ap.add_argument("model_dir", type=Path)
-    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--dim", type=int, default=256)
     ap.add_argument("--min-df", type=int, default=2)
     ap.add_argument("--top-n", type=int, default=20000)
     ap.add_argument("--budget", type=float, default=0.005)
