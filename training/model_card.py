@@ -1,0 +1,87 @@
+"""Write MODEL_CARD.md for a model folder from its manifest and an evaluation report (eval.json)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+GROUPS = ("en", "zh", "other")
+
+
+def render(man: dict[str, Any], ev: dict[str, Any] | None, extra: str = "") -> str:
+    L = [f"# Model card: `{man['name']}` ({man['version']})", "",
+         "Classifies a prompt (plain text, or an OpenAI chat request: system prompt + last user turn) into the 13 "
+         "categories of TAXONOMY.md " + man.get("taxonomy_version", "1.3") + ", with a calibrated score for each, a "
+         "per-label confidence threshold, and the prompt's language.", "",
+         "## Model", "",
+         f"- Encoder: {man['base_model']['model']} from `{man['base_model']['package']}=="
+         f"{man['base_model']['version']}` ({man['base_model']['file']}, sha256 "
+         f"`{man['base_model']['sha256'][:16]}…`), `query: ` prefix, mean pooling, L2-normalised; "
+         f"window {man['max_tokens']} tokens (head + tail kept).",
+         f"- Head: {man['head']['type']}, C={man['head']['C']}, temperature {man['head']['temperature']:.3f}.",
+         f"- Graph: one ONNX graph (encoder + head), quantization `{man['quantization']}`"
+         f" (accuracy_level {man.get('accuracy_level')}).",
+         f"- Export check vs the sentence-transformers + scikit-learn reference on "
+         f"{man['export_check']['probe_size']} probe prompts: top-1 agreement "
+         f"{man['export_check']['top1_agreement']:.2%}, max probability difference "
+         f"{man['export_check']['max_prob_diff']}.",
+         f"- Language ID: `{man['language_detector']}`.",
+         "", "## Training data", "",
+         f"{man['data']['counts']['total']} examples ({man['data']['counts']['train']} train / "
+         f"{man['data']['counts']['validation']} validation); see training/data/DATA_CARD.md.", "",
+         "| label | examples | non-English | threshold |", "|---|---|---|---|"]
+    for lab in man["labels"]:
+        L.append(f"| {lab} | {man['data']['counts']['by_label'].get(lab, 0)} | "
+                 f"{man['data']['counts']['by_label_non_en'].get(lab, 0)} | {man['thresholds'].get(lab, 0):.3f} |")
+    v = man["metrics"]["validation"]
+    L += ["", f"Validation (training-side split): accuracy {v['accuracy']:.3f}, macro-F1 {v['macro_f1']:.3f}.", ""]
+    if ev:
+        m = ev["model_scores"]
+        L += ["## Evaluation on gold_v1 (real user prompts; never trained or tuned on)", "",
+              "| system | strict macro-F1 (sure) | lenient accuracy | lenient en | lenient zh | lenient other |",
+              "|---|---|---|---|---|---|"]
+
+        def row(name: str, s: dict[str, Any]) -> str:
+            bl = s["by_language"]
+            return (f"| {name} | {s['strict_macro_f1']:.3f} | {s['lenient_accuracy']:.3f} | "
+                    + " | ".join(f"{bl[g]['lenient_accuracy']:.3f} (n={bl[g]['n']})" for g in GROUPS) + " |")
+        L.append(row("this model", m))
+        for b, name in (("tfidf_char_lr", "TF-IDF char n-grams + LR (same data)"),
+                        ("zero_shot_descriptions", "zero-shot: nearest label description (same encoder)")):
+            if b in ev:
+                L.append(row(name, ev[b]))
+        bl = m["by_language"]
+        L += ["", "Strict macro-F1 by language: " + ", ".join(
+            f"{g} {bl[g]['strict_macro_f1']:.3f} (n sure={bl[g]['n_sure']})" for g in GROUPS) + ".",
+              f"Confident share {m['confident_share']:.3f}; lenient accuracy of confident predictions "
+              f"{m['lenient_accuracy_confident']:.3f}. Language ID accuracy ({ev['language_id']['detector']}): "
+              f"{ev['language_id']['accuracy']:.3f}.", "",
+              "| label | precision | recall | F1 | support (sure) |", "|---|---|---|---|---|"]
+        for lab, s in m["per_label"].items():
+            L.append(f"| {lab} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {s['support']} |")
+        L += ["", "Confusion matrix: `reports/eval/confusion.png`.", ""]
+    L += ["## Limits", "",
+          "- Thin gold labels (translation 15, legal 25, other 3 sure items) make their F1 noisy.",
+          "- Chinese and other-language prompts score below English (see the table); most of the Chinese gold "
+          "items are AlignBench prompts whose style differs from the training data.",
+          "- The training data is partly LLM-assisted team writing; it follows the taxonomy but is not real "
+          "traffic.", ""]
+    if extra:
+        L += [extra, ""]
+    return "\n".join(L)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = argv if argv is not None else sys.argv[1:]
+    model = Path(args[0])
+    ev_path = Path(args[1]) if len(args) > 1 else Path("reports/eval/eval.json")
+    man = json.loads((model / "manifest.json").read_text())
+    ev = json.loads(ev_path.read_text()) if ev_path.exists() else None
+    (model / "MODEL_CARD.md").write_text(render(man, ev))
+    print(f"wrote {model / 'MODEL_CARD.md'}")
+
+
+if __name__ == "__main__":
+    main()
