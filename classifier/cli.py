@@ -80,7 +80,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
             except InputError as exc:
                 n_bad += 1
                 print(f"{args.input}:{n}: skipped: {exc}", file=sys.stderr)
-        for (n, item), tag in zip(good, clf.predict(texts)):
+        for (n, item), tag in zip(good, clf.predict(texts), strict=False):
             rec = {"line": n}
             if isinstance(item, dict):
                 for k in ("id", "request_id"):

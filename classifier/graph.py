@@ -100,9 +100,11 @@ def build_encoder_graph(f: E5File, head_w: np.ndarray | None = None, head_b: np.
         scale = f32("attn_scale", 1.0 / np.sqrt(hd))
     for li in range(f.layers):
         p = f"l{li}."
-        w = lambda k: t[p + k]  # noqa: E731
 
-        def lin(inp: str, key: str, nout: int, nin: int, tag: str) -> str:
+        def w(k: str, p: str = p) -> np.ndarray:
+            return t[p + k]
+
+        def lin(inp: str, key: str, nout: int, nin: int, tag: str, w=w) -> str:
             wt = g.const(f"{tag}_w", w(key + ".w").reshape(nout, nin).T)
             y = g.op("MatMul", [inp, wt], f"{tag}_matmul")
             return g.op("Add", [y, g.const(f"{tag}_b", w(key + ".b"))], f"{tag}_bias")
@@ -234,15 +236,15 @@ def _build_q4(f: E5File, head_w, head_b, labels, acc: int) -> onnx.ModelProto:
         a = g.op("MultiHeadAttention", [qq, kk, vv, qkv_b, mask_i32], f"l{li}_attention", domain="com.microsoft",
                  num_heads=NH)
         a = nbits(a, p + "ao.w", H, H, f"l{li}_ao")
-        x = g.op("SkipLayerNormalization", [a, x, f32(f"l{li}_aln_w", t[p + "aln.w"]), f32(f"l{li}_aln_b", t[p + "aln.b"]),
-                                            f32(f"l{li}_ao_b", t[p + "ao.b"])], f"l{li}_ln1", domain="com.microsoft",
-                 epsilon=f.eps)
+        x = g.op("SkipLayerNormalization", [a, x, f32(f"l{li}_aln_w", t[p + "aln.w"]),
+                                            f32(f"l{li}_aln_b", t[p + "aln.b"]), f32(f"l{li}_ao_b", t[p + "ao.b"])],
+                 f"l{li}_ln1", domain="com.microsoft", epsilon=f.eps)
         h = g.op("BiasGelu", [nbits(x, p + "fi.w", FF, H, f"l{li}_fi"), f32(f"l{li}_fi_b", t[p + "fi.b"])],
                  f"l{li}_gelu", domain="com.microsoft")
         o = nbits(h, p + "fo.w", H, FF, f"l{li}_fo")
-        x = g.op("SkipLayerNormalization", [o, x, f32(f"l{li}_oln_w", t[p + "oln.w"]), f32(f"l{li}_oln_b", t[p + "oln.b"]),
-                                            f32(f"l{li}_fo_b", t[p + "fo.b"])], f"l{li}_ln2", domain="com.microsoft",
-                 epsilon=f.eps)
+        x = g.op("SkipLayerNormalization", [o, x, f32(f"l{li}_oln_w", t[p + "oln.w"]),
+                                            f32(f"l{li}_oln_b", t[p + "oln.b"]), f32(f"l{li}_fo_b", t[p + "fo.b"])],
+                 f"l{li}_ln2", domain="com.microsoft", epsilon=f.eps)
     return _finish(g, x, mask_f, head_w, head_b, labels, H, True)
 
 

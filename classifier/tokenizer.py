@@ -21,7 +21,7 @@ _KEEP_TILDE = ("\uff5e", "\ue000")  # protect U+FF5E from NFKC with a private-us
 
 def build(pieces: Sequence[str], scores: Sequence[float], unk_id: int, bos: int, eos: int,
           pad: int) -> Tokenizer:
-    tok = Tokenizer(models.Unigram([(p, float(s)) for p, s in zip(pieces, scores)], unk_id=unk_id,
+    tok = Tokenizer(models.Unigram([(p, float(s)) for p, s in zip(pieces, scores, strict=False)], unk_id=unk_id,
                                    byte_fallback=False))
     tok.normalizer = normalizers.Sequence([
         normalizers.Replace(Regex(_DROP), ""),

@@ -36,7 +36,7 @@ def test_onnx_encoder_matches_sentence_transformers(tmp_path, fused):
     assert np.abs(ref - got).max() < 1e-4
     # sentence-transformers' own tokenisation path gives the same ids as ours
     st_ids = st.tokenizer([tokmod.QUERY_PREFIX + t for t in texts[:3]])["input_ids"]
-    for row, m, want in zip(ids, mask, st_ids):
+    for row, m, want in zip(ids, mask, st_ids, strict=False):
         assert row[m == 1].tolist() == want
 
 

@@ -179,7 +179,7 @@ def load_mapped(data_dir: Path, seed: int = 13) -> list[Example]:
                 continue
             by_label.setdefault(lab, []).append(
                 Example(to_text(r["text"]), lab, _lang_of(r), rule.file.split(".")[0], "mapped", r["text"]))
-        for lab, rows in sorted(by_label.items()):
+        for _lab, rows in sorted(by_label.items()):
             rng.shuffle(rows)
             out.extend(rows[: rule.cap_per_label])
     return out

@@ -28,7 +28,7 @@ class EmbeddingCache:
         self.data: dict[str, np.ndarray] = {}
         if path.exists():
             z = np.load(path, allow_pickle=False)
-            self.data = dict(zip(z["keys"].tolist(), z["vecs"]))
+            self.data = dict(zip(z["keys"].tolist(), z["vecs"], strict=False))
         self.dirty = False
 
     def save(self) -> None:
@@ -72,7 +72,7 @@ class Embedder:
     def keys(self, texts: Sequence[str]) -> list[str]:
         encs = self.tok.encode_batch([tokmod.QUERY_PREFIX + tokmod.clip_chars(t, self.max_tokens) for t in texts])
         return [text_key(t) if len(e.ids) <= self.max_tokens else f"{text_key(t)[:26]}@{self.max_tokens}"
-                for t, e in zip(texts, encs)]
+                for t, e in zip(texts, encs, strict=False)]
 
     def _run(self, texts: Sequence[str]) -> np.ndarray:
         ids, mask = tokmod.encode(self.tok, texts, self.max_tokens)
@@ -83,12 +83,12 @@ class Embedder:
 
     def __call__(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         keys = self.keys(texts)
-        todo = sorted({k: t for k, t in zip(keys, texts) if k not in self.cache.data}.items(),
+        todo = sorted({k: t for k, t in zip(keys, texts, strict=False) if k not in self.cache.data}.items(),
                       key=lambda kv: len(kv[1]))  # length-sorted batches: little padding
         for i in range(0, len(todo), self.batch_size):
             chunk = todo[i : i + self.batch_size]
             vecs = self._run([t for _, t in chunk])
-            for (k, _), v in zip(chunk, vecs):
+            for (k, _), v in zip(chunk, vecs, strict=False):
                 self.cache.data[k] = v
             self.cache.dirty = True
             if progress and (i // self.batch_size) % 20 == 0:

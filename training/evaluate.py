@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from classifier.labels import LABELS
 from classifier.text import to_text
 
 from . import data as datamod
@@ -29,9 +28,9 @@ def lang_group(lang: str) -> str:
 def per_label(y: list[str], p: list[str], labels: list[str]) -> dict[str, dict[str, float]]:
     out = {}
     for lab in labels:
-        tp = sum(1 for a, b in zip(y, p) if a == lab and b == lab)
-        fp = sum(1 for a, b in zip(y, p) if a != lab and b == lab)
-        fn = sum(1 for a, b in zip(y, p) if a == lab and b != lab)
+        tp = sum(1 for a, b in zip(y, p, strict=False) if a == lab and b == lab)
+        fp = sum(1 for a, b in zip(y, p, strict=False) if a != lab and b == lab)
+        fn = sum(1 for a, b in zip(y, p, strict=False) if a == lab and b != lab)
         prec = tp / (tp + fp) if tp + fp else 0.0
         rec = tp / (tp + fn) if tp + fn else 0.0
         f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
@@ -67,7 +66,7 @@ def confusion_png(gold: list[dict[str, Any]], pred: list[str], labels: list[str]
 
     idx = {lab: i for i, lab in enumerate(labels)}
     m = np.zeros((len(labels), len(labels)), dtype=int)
-    for g, p in zip(gold, pred):
+    for g, p in zip(gold, pred, strict=False):
         if g["sure"]:
             m[idx[g["label"]], idx[p]] += 1
     norm = m / np.maximum(m.sum(1, keepdims=True), 1)
@@ -140,7 +139,7 @@ def evaluate(model_dir: Path | None, gold_path: Path, out_dir: Path, with_baseli
     ci = [i for i, c in enumerate(conf) if c]
     report["model_scores"]["lenient_accuracy_confident"] = round(float(np.mean(
         [pred[i] in (gold[i]["label"], gold[i].get("alt")) for i in ci])) if ci else 0.0, 4)
-    lang_ok = [tg.language == g["lang"] for tg, g in zip(tags, gold)]
+    lang_ok = [tg.language == g["lang"] for tg, g in zip(tags, gold, strict=False)]
     report["language_id"] = {"detector": clf.manifest.get("language_detector"),
                              "accuracy": round(float(np.mean(lang_ok)), 4), "n": len(gold)}
     if with_baselines:
