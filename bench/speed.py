@@ -330,6 +330,9 @@ def main() -> None:
         print(f"  {name} done", file=sys.stderr)
         return json.loads(r.stdout.strip().splitlines()[-1])
 
+    for q in ("fp32", "int8"):  # built here, so that the children's peak RSS is serving only
+        if f"onnx-{q}" in args.engines.split(","):
+            variant_dir(model, q)
     rows = [spawn(e, args.n) for e in args.engines.split(",")]
     gap = spawn("gap", args.gap_n)["gap"] if args.gap_n else None
     phys = physical(rows, prompts(args.n), model, gap)
