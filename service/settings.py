@@ -22,7 +22,8 @@ class Settings(BaseSettings):
     store_batch_rows: int = Field(100, ge=1, description="rows per store transaction")
     store_flush_ms: int = Field(200, ge=1, description="longest a row waits before its transaction is written")
     max_batch_size: int = Field(64, ge=1, description="most texts in one ONNX run (micro-batch)")
-    max_wait_ms: float = Field(5.0, ge=0, description="longest a text waits for others to join its micro-batch")
+    max_wait_ms: float = Field(25.0, ge=0, description="longest a text waits for others to join its micro-batch "
+                                "(load bench: 25 ms gave 68% of in-process throughput vs 53% at 5 ms)")
     max_queue: int = Field(1024, ge=1, description="texts waiting for inference before new requests get 503")
     retry_after_s: int = Field(1, ge=1, description="Retry-After header on 503")
     max_body_bytes: int = Field(1_000_000, ge=1, description="request body limit (413); per line for /v1/ingest")
