@@ -7,7 +7,6 @@ Every source's file hash goes into the manifest. ``data/eval`` is never read her
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import random
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from classifier.build import sha256 as sha256_file
 from classifier.labels import LABELS
 from classifier.text import to_text
 
@@ -37,14 +37,6 @@ class Example:
     source: str
     group: str  # "written" (annotated/team, chat-like) or "mapped" (rule-mapped public source)
     item: Any = field(default=None, repr=False)  # the original str or chat request
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _rows(path: Path) -> Iterator[dict[str, Any]]:
