@@ -141,7 +141,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.train import train
 
     cfg = TrainConfig(max_tokens=args.max_tokens, quantization=args.quantization)
-    train(Path(args.output or "models/default"), cfg)
+    out = train(Path(args.output or "models/default"), cfg)
+    if args.fast_tier:
+        from training.fast_tier import build_fast_tier
+
+        build_fast_tier(out, cascade_default="off")  # the cascade stays opt-in (docs/speed.md)
     return 0
 
 
@@ -193,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--max-tokens", type=int, default=128,
                    help="token window (default 128: measured as accurate as 256 and faster; bench/max_tokens.py)")
     s.add_argument("--quantization", default="q4", choices=["q4", "int8", "fp32"])
+    s.add_argument("--fast-tier", action="store_true",
+                   help="also fit the fast tier + cascade thresholds (python -m training.fast_tier does it later)")
     s.set_defaults(fn=cmd_train)
     try:
         from training.cli import add_retrain_arguments
