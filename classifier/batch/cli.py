@@ -6,18 +6,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-def _replace_parser(sub: argparse._SubParsersAction, name: str, **kw) -> argparse.ArgumentParser:
-    sub._name_parser_map.pop(name, None)
-    sub._choices_actions[:] = [a for a in sub._choices_actions if a.dest != name]
-    return sub.add_parser(name, **kw)
-
-
 FIELD_FLAGS = ("text", "request", "timestamp", "model", "request_id", "prompt_tokens", "completion_tokens")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    s = _replace_parser(sub, "tag", help="tag logs (JSONL[.gz], CSV, Parquet; files, dirs, globs) into Parquet "
+    s = sub.add_parser("tag", help="tag logs (JSONL[.gz], CSV, Parquet; files, dirs, globs) into Parquet "
                         "by day (-o DIR) or JSONL (-o FILE.jsonl / stdout)")
     s.add_argument("input", nargs="+", help="files, directories or globs; s3://… with --engine ray; - for stdin")
     s.add_argument("-o", "--output", help="DIR for Parquet partitioned by day, FILE.jsonl, or - / omitted: stdout")
@@ -41,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--log-every", type=float, default=10.0, help="seconds between progress lines off a terminal")
     s.set_defaults(fn=cmd_tag)
 
-    r = _replace_parser(sub, "report", help="category / language distribution report over `tag -o DIR` output")
+    r = sub.add_parser("report", help="category / language distribution report over `tag -o DIR` output")
     r.add_argument("tagged", help="the Parquet directory written by `prompt-tagger tag -o DIR`")
     r.add_argument("-o", "--output", default="reports/batch", help="report folder (CSV, PNG, report.html)")
     r.add_argument("--since", help="first day included (YYYY-MM-DD)")
