@@ -57,74 +57,74 @@ def in_process_throughput(model: str, items: list[dict], seconds: float = 15.0) 
 
 
 # -- client process ---------------------------------------------------------------------------------------------
-async def closed_loop(url: str, items: list[dict], clients: int, duration: float) -> dict:
-    import httpx
+class Tally:
+    """Status counts, acknowledged requests and their latencies, shared by both loops."""
 
-    lat: list[float] = []
-    status: dict[str, int] = {}
-    acked = 0
-    end = time.perf_counter() + duration
+    def __init__(self) -> None:
+        self.lat: list[float] = []
+        self.status: dict[str, int] = {}
+        self.acked = 0
 
-    async def worker(k: int, c: httpx.AsyncClient) -> None:
-        nonlocal acked
-        rng = random.Random(k)
-        while time.perf_counter() < end:
-            t = time.perf_counter()
-            try:
-                r = await c.post("/v1/classify", json=rng.choice(items))
-                code = str(r.status_code)
-            except httpx.HTTPError as exc:
-                code = type(exc).__name__
-            status[code] = status.get(code, 0) + 1
-            if code == "200":
-                acked += 1
-                lat.append(time.perf_counter() - t)
-                if time.perf_counter() <= end:
-                    in_window.append(1)
+    async def post(self, c, item: dict) -> bool:
+        import httpx
 
-    in_window: list[int] = []
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as c:
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(k, c) for k in range(clients)))
-        wall = time.perf_counter() - t0
-    res = summary(lat, status, acked, wall)
-    res["requests_per_s"] = len(in_window) / duration  # completions inside the window, not the drain after it
-    return res
-
-
-async def open_loop(url: str, items: list[dict], rate: float, duration: float) -> dict:
-    import httpx
-
-    lat: list[float] = []
-    status: dict[str, int] = {}
-    acked = 0
-    rng = random.Random(7)
-
-    async def one(c: httpx.AsyncClient, item: dict) -> None:
-        nonlocal acked
         t = time.perf_counter()
         try:
             r = await c.post("/v1/classify", json=item)
             code = str(r.status_code)
         except httpx.HTTPError as exc:
             code = type(exc).__name__
-        status[code] = status.get(code, 0) + 1
-        if code == "200":
-            acked += 1
-            lat.append(time.perf_counter() - t)
+        self.status[code] = self.status.get(code, 0) + 1
+        if code != "200":
+            return False
+        self.acked += 1
+        self.lat.append(time.perf_counter() - t)
+        return True
 
+    def summary(self, wall: float) -> dict:
+        return summary(self.lat, self.status, self.acked, wall)
+
+
+async def closed_loop(url: str, items: list[dict], clients: int, duration: float) -> dict:
+    import httpx
+
+    tally = Tally()
+    in_window = 0
+    end = time.perf_counter() + duration
+
+    async def worker(k: int, c: httpx.AsyncClient) -> None:
+        nonlocal in_window
+        rng = random.Random(k)
+        while time.perf_counter() < end:
+            if await tally.post(c, rng.choice(items)) and time.perf_counter() <= end:
+                in_window += 1
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as c:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(k, c) for k in range(clients)))
+        wall = time.perf_counter() - t0
+    res = tally.summary(wall)
+    res["requests_per_s"] = in_window / duration  # completions inside the window, not the drain after it
+    return res
+
+
+async def open_loop(url: str, items: list[dict], rate: float, duration: float) -> dict:
+    import httpx
+
+    tally = Tally()
+    rng = random.Random(7)
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=256)) as c:
         tasks, t0, i = [], time.perf_counter(), 0
         while (now := time.perf_counter()) - t0 < duration:
             due = t0 + i / rate
             if due > now:
                 await asyncio.sleep(due - now)
-            tasks.append(asyncio.create_task(one(c, rng.choice(items))))
+            tasks.append(asyncio.create_task(tally.post(c, rng.choice(items))))
             i += 1
         await asyncio.gather(*tasks)
         wall = time.perf_counter() - t0
-    return summary(lat, status, acked, wall)
+    return tally.summary(wall)
 
 
 def summary(lat: list[float], status: dict[str, int], acked: int, wall: float) -> dict:
