@@ -15,6 +15,7 @@ import numpy as np
 
 from classifier import build
 from classifier import tokenizer as tokmod
+from classifier.fast import softmax
 from classifier.model import SCHEMA_VERSION
 
 MIN_AGREEMENT = 0.995
@@ -46,10 +47,7 @@ def reference_proba(texts: list[str], clf: Any, temperature: float, max_tokens: 
     tok = Tokenizer.from_file(str(build.tokenizer_path()))
     ids, mask = tokmod.encode(tok, texts, max_tokens)
     emb = st_model.embed_ids(st, ids, mask)
-    z = clf.decision_function(emb) / temperature
-    z -= z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
+    return softmax(clf.decision_function(emb) / temperature)
 
 
 def graph_proba(model_path: Path, texts: list[str], max_tokens: int) -> np.ndarray:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from classifier.fast import softmax
+
 from .deps import require
 
 
@@ -21,16 +23,7 @@ class Head:
     cv_scores: dict[str, float]
 
     def proba(self, X: np.ndarray) -> np.ndarray:
-        z = X @ self.weight + self.bias
-        z -= z.max(1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(1, keepdims=True)
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
+        return softmax(X @ self.weight + self.bias)
 
 
 def fit_lr(X: np.ndarray, y: np.ndarray, w: np.ndarray, C: float, seed: int):
@@ -61,7 +54,7 @@ def choose_c(X: np.ndarray, y: np.ndarray, w: np.ndarray, grid: tuple[float, ...
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     best_t, best_nll = 1.0, np.inf
     for t in np.exp(np.linspace(np.log(0.2), np.log(5.0), 81)):
-        p = _softmax(logits / t)
+        p = softmax(logits / t)
         nll = -np.mean(np.log(p[np.arange(len(y)), y] + 1e-12))
         if nll < best_nll:
             best_t, best_nll = float(t), nll
