@@ -50,17 +50,18 @@ def prompts(n: int) -> list[str]:
 
 def variant_dir(model: Path, quantization: str) -> Path:
     """A copy of ``model`` whose graph is rebuilt at another quantisation (cached by head hash)."""
-    from classifier.build import build_graph, cache_dir, sha256
+    from classifier.build import build_graph, cache_dir, model_adapters, sha256
 
     d = cache_dir() / f"bench-{quantization}-{sha256(model / 'head.npz')[:10]}"
     if not (d / "model.onnx").exists():
         d.mkdir(parents=True, exist_ok=True)
-        for f in ("manifest.json", "head.npz", "tokenizer.json", "fast.npz"):
+        for f in ("manifest.json", "head.npz", "tokenizer.json", "fast.npz", "adapters.npz"):
             if (model / f).exists():
                 shutil.copy2(model / f, d / f)
         head = np.load(model / "head.npz")
         man = json.loads((model / "manifest.json").read_text())
-        build_graph(head["weight"], head["bias"], man["labels"], d / "model.onnx", quantization)
+        build_graph(head["weight"], head["bias"], man["labels"], d / "model.onnx", quantization,
+                    adapters=model_adapters(model, man))
     return d
 
 
@@ -96,7 +97,9 @@ def make_engine(name: str, model: Path, threads: int):
 
         torch.set_num_threads(threads or os.cpu_count() or 1)
         head = np.load(model / "head.npz")
-        st = st_model.load_cached(man["max_tokens"])
+        from classifier.build import model_adapters
+
+        st = st_model.load_cached(man["max_tokens"], model_adapters(model, man))
 
         def run(texts):
             from classifier.fast import softmax

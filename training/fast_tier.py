@@ -175,7 +175,7 @@ def build_fast_tier(model_dir: Path, dim: int = 256, min_df: int = 2, top_n: int
     tier.weight, tier.bias = head.weight.astype(np.float32), head.bias.astype(np.float32)
     p_fast = tier.proba([texts[i] for i in va])
     slow = np.load(model_dir / "head.npz", allow_pickle=False)
-    E = Embedder(cfg.max_tokens)([texts[i] for i in va])
+    E = Embedder(cfg.max_tokens, adapters=build.model_adapters(model_dir, man))([texts[i] for i in va])
     p_slow = fastmod.softmax(E @ slow["weight"] + slow["bias"])
     yv = y[va]
     cal = np.array([ex[i].group == "written" for i in va]) if calibrate_on == "written" else np.ones(len(va), bool)

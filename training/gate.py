@@ -61,7 +61,9 @@ def _predict_head(model_dir: Path, manifest: dict[str, Any], texts: list[str]) -
     from .embed import Embedder
 
     z = np.load(Path(model_dir) / "head.npz", allow_pickle=False)
-    X = Embedder(int(manifest["max_tokens"]))(texts)
+    from classifier import build
+
+    X = Embedder(int(manifest["max_tokens"]), adapters=build.model_adapters(model_dir, manifest))(texts)
     labels = manifest["labels"]
     return [labels[k] for k in (X @ z["weight"] + z["bias"]).argmax(1)]
 

