@@ -62,7 +62,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.config import TrainConfig
     from training.train import train
 
-    cfg = TrainConfig(max_tokens=args.max_tokens, quantization=args.quantization)
+    extra = {} if args.finetune_layers is None else {"finetune_layers": args.finetune_layers}
+    cfg = TrainConfig(max_tokens=args.max_tokens, quantization=args.quantization, **extra)
     out = train(Path(args.output or "models/default"), cfg)
     if args.fast_tier:
         from training.fast_tier import build_fast_tier
@@ -112,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--max-tokens", type=int, default=128,
                    help="token window (default 128: measured as accurate as 256 and faster; bench/max_tokens.py)")
     s.add_argument("--quantization", default="q4", choices=["q4", "int8", "fp32"])
+    s.add_argument("--finetune-layers", type=int, metavar="N",
+                   help="fine-tune the top N encoder layers with LoRA adapters (default 6; 0 keeps the encoder "
+                        "frozen and trains only the head)")
     s.add_argument("--fast-tier", action="store_true",
                    help="also fit the fast tier + cascade thresholds (python -m training.fast_tier does it later)")
     s.set_defaults(fn=cmd_train)

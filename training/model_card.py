@@ -10,6 +10,17 @@ from typing import Any
 GROUPS = ("en", "zh", "other")
 
 
+def _fine_tuning(man: dict[str, Any]) -> str:
+    ft = man["base_model"].get("fine_tuning") or {}
+    if "layers" not in ft:
+        return "- Encoder fine-tuning: " + ft.get("method", "none (frozen encoder)") + "."
+    ly = ft["layers"]
+    return (f"- Encoder fine-tuning: LoRA adapters (rank {ft['rank']}, alpha {ft['alpha']:g}) on q/k/v/attention-output/"
+            f"FFN of layers {ly[0]}–{ly[-1]}, {ft['epochs']} epochs at lr {ft['lr']:g}, trained with a linear head on "
+            f"the training split ({ft['seconds']:.0f} s on CPU); `adapters.npz` "
+            "(committed, hash-checked) is added beside the 4-bit weights in the graph.")
+
+
 def render(man: dict[str, Any], ev: dict[str, Any] | None, extra: str = "") -> str:
     L = [f"# Model card: `{man['name']}` ({man['version']})", "",
          "Classifies a prompt (plain text, or an OpenAI chat request: system prompt + last user turn) into the 13 "
@@ -20,6 +31,7 @@ def render(man: dict[str, Any], ev: dict[str, Any] | None, extra: str = "") -> s
          f"{man['base_model']['version']}` ({man['base_model']['file']}, sha256 "
          f"`{man['base_model']['sha256'][:16]}…`), `query: ` prefix, mean pooling, L2-normalised; "
          f"window {man['max_tokens']} tokens (head + tail kept).",
+         _fine_tuning(man),
          f"- Head: {man['head']['type']}, C={man['head']['C']}, temperature {man['head']['temperature']:.3f}.",
          f"- Graph: one ONNX graph (encoder + head), quantization `{man['quantization']}`"
          f" (accuracy_level {man.get('accuracy_level')}).",
