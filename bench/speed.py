@@ -345,7 +345,8 @@ def main() -> None:
                     print(f"{e} / {ref} at batch 32: {by[e]['texts_per_s_b32'] / by[ref]['texts_per_s_b32']:.1f}x")
     print(json.dumps(phys, indent=1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"rows": rows, "physical": phys}, indent=2) + "\n")
+    version = json.loads((model / "manifest.json").read_text()).get("version")
+    Path(args.out).write_text(json.dumps({"model_version": version, "rows": rows, "physical": phys}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

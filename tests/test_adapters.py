@@ -121,7 +121,8 @@ def test_reference_pipeline_folds_adapters(tmp_path):
 @pytest.mark.parametrize("bad, match", [
     ({"l7.q.A": np.zeros((2, 32), np.float32), "l7.q.B": np.zeros((32, 2), np.float32)}, "l<0..1>"),
     ({"l0.q.A": np.zeros((2, 32), np.float32)}, "no matching B"),
-    ({"l0.fi.A": np.zeros((2, 32), np.float32), "l0.fi.B": np.zeros((32, 2), np.float32)}, r"expected float32 \(64, 2\)"),
+    ({"l0.fi.A": np.zeros((2, 32), np.float32), "l0.fi.B": np.zeros((32, 2), np.float32)},
+     r"expected float32 \(64, 2\)"),
     ({"l0.q.A": np.zeros((2, 32)), "l0.q.B": np.zeros((32, 2), np.float32)}, "float64"),
 ])
 def test_bad_adapters_are_refused_by_name(bad, match):

@@ -233,7 +233,8 @@ def card_tables(examples: list[Example]) -> str:
     team = [e for e in examples if e.source.startswith("team:")]
     lines = [f"{len(examples)} examples after exact-duplicate removal; team-written {len(team)} "
              f"({len({e.source for e in team})} files).", "",
-             "| label | all | non-English | team-written | written_chat_v1 | mapped sources |", "|---|---|---|---|---|---|"]
+             "| label | all | non-English | team-written | written_chat_v1 | mapped sources |",
+             "|---|---|---|---|---|---|"]
     for lab in LABELS:
         ex = [e for e in examples if e.label == lab]
         lines.append(f"| {lab} | {len(ex)} | {sum(e.lang != 'en' for e in ex)} | "

@@ -15,9 +15,9 @@ def _fine_tuning(man: dict[str, Any]) -> str:
     if "layers" not in ft:
         return "- Encoder fine-tuning: " + ft.get("method", "none (frozen encoder)") + "."
     ly = ft["layers"]
-    return (f"- Encoder fine-tuning: LoRA adapters (rank {ft['rank']}, alpha {ft['alpha']:g}) on q/k/v/attention-output/"
-            f"FFN of layers {ly[0]}–{ly[-1]}, {ft['epochs']} epochs at lr {ft['lr']:g}, trained with a linear head on "
-            f"the training split ({ft['seconds']:.0f} s on CPU); `adapters.npz` "
+    return (f"- Encoder fine-tuning: LoRA adapters (rank {ft['rank']}, alpha {ft['alpha']:g}) on "
+            f"q/k/v/attention-output/FFN of layers {ly[0]}–{ly[-1]}, {ft['epochs']} epochs at lr {ft['lr']:g}, "
+            f"trained with a linear head on the training split ({ft['seconds']:.0f} s on CPU); `adapters.npz` "
             "(committed, hash-checked) is added beside the 4-bit weights in the graph.")
 
 
@@ -85,13 +85,49 @@ def render(man: dict[str, Any], ev: dict[str, Any] | None, extra: str = "") -> s
     return "\n".join(L)
 
 
+def measured(reports: Path, version: str) -> str:
+    """Language-ID and speed tables from the benchmark reports (bench/langid_compare.py, bench/speed.py)."""
+    L = []
+    lp = reports / "langid.json"
+    if lp.exists():
+        d = json.loads(lp.read_text())
+        n = d["sizes"]
+        L += ["## Language ID (bench/langid_compare.py)", "",
+              f"| detector | gold `lang` ({n['gold']}) | mgsm, 11 languages ({n['mgsm']}) | short prompts, 2-6 words "
+              f"({n['short_2_6_words']}) | texts/s |", "|---|---|---|---|---|"]
+        for name, r in d["results"].items():
+            L.append(f"| {name} | {r['gold']:.3f} | {r['mgsm']:.3f} | {r['short_2_6_words']:.3f} | "
+                     f"{r['texts_per_s']} |")
+        L.append("")
+    sp = reports / "speed.json"
+    if sp.exists():
+        d = json.loads(sp.read_text())
+        rows = d["rows"]
+        tag = d.get("model_version")
+        L += [f"## Speed (bench/speed.py, same {rows[0]['n']} gold prompts, one run on 2 cores"
+              + (f", model {tag}" if tag else "") + ")", "",
+              "| engine | texts/s batch 1 | texts/s batch 32 | p50 ms | p99 ms | peak RSS MB |",
+              "|---|---|---|---|---|---|"]
+        for r in rows:
+            L.append(f"| {r['engine']} | {r['texts_per_s_b1']} | {r['texts_per_s_b32']} | {r['p50_ms']} | "
+                     f"{r['p99_ms']} | {r['peak_rss_mb']} |")
+        by = {r["engine"]: r for r in rows}
+        if "st" in by and "onnx-q4" in by:
+            L += ["", f"Shipped q4 graph vs sentence-transformers + scikit-learn head at batch 32: "
+                      f"{by['onnx-q4']['texts_per_s_b32'] / by['st']['texts_per_s_b32']:.1f}x."]
+        if tag and tag != version:
+            L += ["", f"(measured on {tag}, not this version)"]
+        L.append("")
+    return "\n".join(L)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = argv if argv is not None else sys.argv[1:]
     model = Path(args[0])
     ev_path = Path(args[1]) if len(args) > 1 else Path("reports/eval/eval.json")
     man = json.loads((model / "manifest.json").read_text())
     ev = json.loads(ev_path.read_text()) if ev_path.exists() else None
-    (model / "MODEL_CARD.md").write_text(render(man, ev))
+    (model / "MODEL_CARD.md").write_text(render(man, ev, measured(ev_path.parent.parent, man["version"])))
     print(f"wrote {model / 'MODEL_CARD.md'}")
 
 
