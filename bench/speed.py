@@ -123,6 +123,18 @@ def make_engine(name: str, model: Path, threads: int):
     raise SystemExit(f"unknown engine {name}; valid: {', '.join(ENGINES)}")
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set. VmHWM belongs to the address space (reset at exec); ru_maxrss survives
+    exec on Linux, so a child started by a parent that once grew large would report the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def child(name: str, model: Path, n: int, threads: int) -> dict:
     from training.evaluate import score
 
@@ -148,7 +160,7 @@ def child(name: str, model: Path, n: int, threads: int) -> dict:
     row = {"engine": name, "n": len(texts), "texts_per_s_b32": round(b32, 1),
            "texts_per_s_b1": round(1000 / np.mean(lat), 1), "p50_ms": round(float(np.percentile(lat, 50)), 3),
            "p99_ms": round(float(np.percentile(lat, 99)), 3),
-           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+           "peak_rss_mb": peak_rss_mb(),
            "lenient_accuracy": s["lenient_accuracy"], "strict_macro_f1": s["strict_macro_f1"]}
     if fast_share is not None:
         row["fast_share"] = round(fast_share, 4)

@@ -110,11 +110,13 @@ def measured(reports: Path, version: str) -> str:
               "|---|---|---|---|---|---|"]
         for r in rows:
             L.append(f"| {r['engine']} | {r['texts_per_s_b1']} | {r['texts_per_s_b32']} | {r['p50_ms']} | "
-                     f"{r['p99_ms']} | {r['peak_rss_mb']} |")
+                     f"{r['p99_ms']} | {r['peak_rss_mb'] if r.get('peak_rss_mb') is not None else '—'} |")
         by = {r["engine"]: r for r in rows}
         if "st" in by and "onnx-q4" in by:
             L += ["", f"Shipped q4 graph vs sentence-transformers + scikit-learn head at batch 32: "
                       f"{by['onnx-q4']['texts_per_s_b32'] / by['st']['texts_per_s_b32']:.1f}x."]
+        if d.get("note"):
+            L += ["", f"Note: {d['note']}."]
         if tag and tag != version:
             L += ["", f"(measured on {tag}, not this version)"]
         L.append("")
