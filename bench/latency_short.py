@@ -26,11 +26,12 @@ from training import data as datamod  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--model", help="model folder (default models/default)")
     args = ap.parse_args()
     gold = datamod.load_gold(datamod.shared_data_dir() / "eval" / "gold_v1.jsonl")
     random.Random(0).shuffle(gold)
     texts = [t for t in (to_text(g["text"]) for g in gold) if len(t.split()) < 50 and len(t) < 400][: args.n]
-    clf = Classifier.load()
+    clf = Classifier.load(args.model) if args.model else Classifier.load()
     clf.predict(texts[:5])
     for name, fn in (("predict (with language ID)", lambda t: clf.predict([t])),
                      ("predict_proba (graph only)", lambda t: clf.predict_proba([t]))):

@@ -44,11 +44,10 @@ def test_team_examples_mostly_right(real_clf):
 
 def test_graph_matches_sentence_transformers_reference(real_clf):
     pytest.importorskip("sentence_transformers")
+    from classifier.build import model_adapters
     from classifier.fast import softmax
     from training import st_model
     from training.export import graph_proba
-
-    from classifier.build import model_adapters
 
     texts = [t for t, _ in team_texts(48)]
     st = st_model.load_cached(real_clf.max_tokens, model_adapters(real_clf.model_dir))
