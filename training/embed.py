@@ -51,19 +51,13 @@ class Embedder:
         self.backend = backend
         self.batch_size = batch_size
         self.tok = Tokenizer.from_file(str(build.tokenizer_path()))
-        if backend == "onnx":
-            import onnxruntime as ort
-
-            so = ort.SessionOptions()
-            if threads:
-                so.intra_op_num_threads = threads
-            self.sess = ort.InferenceSession(str(build.encoder_fp32(adapters=adapters)), so,
-                                             providers=["CPUExecutionProvider"])
-        elif backend == "st":
+        self.threads, self.adapters = threads, adapters
+        self._sess = None  # the fp32 encoder is built and loaded on the first text missing from the cache
+        if backend == "st":
             from . import st_model
 
             self.st = st_model.load_cached(max_tokens, adapters)
-        else:
+        elif backend != "onnx":
             raise ValueError(f"backend must be 'onnx' or 'st', got {backend!r}")
         tag = build.adapters_hash(adapters)  # a fine-tuned encoder has its own cache
         self.cache = EmbeddingCache(build.cache_dir() / (f"emb-{tag}.npz" if tag else "emb.npz"))
@@ -83,7 +77,15 @@ class Embedder:
     def _run(self, texts: Sequence[str]) -> np.ndarray:
         ids, mask = tokmod.encode(self.tok, texts, self.max_tokens)
         if self.backend == "onnx":
-            return self.sess.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
+            if self._sess is None:
+                import onnxruntime as ort
+
+                so = ort.SessionOptions()
+                if self.threads:
+                    so.intra_op_num_threads = self.threads
+                self._sess = ort.InferenceSession(str(build.encoder_fp32(adapters=self.adapters)), so,
+                                                  providers=["CPUExecutionProvider"])
+            return self._sess.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
         from . import st_model
         return st_model.embed_ids(self.st, ids, mask, self.batch_size)
 
