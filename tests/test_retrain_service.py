@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from classifier.labels import LABELS
+from service import app as service_app
 from service.app import create_app
 from service.batching import MicroBatcher
 from service.settings import Settings
@@ -66,9 +67,10 @@ def hammer(client: TestClient, stop: threading.Event, results: list, n_threads: 
     def worker(i: int) -> None:
         k = 0
         while not stop.is_set():
+            start = time.perf_counter()
             r = client.post("/v1/classify", json={"text": f"hello world {i} {k}"})
             results.append((r.status_code, r.json().get("model_version") if r.status_code == 200 else r.text,
-                            time.perf_counter()))
+                            start, time.perf_counter()))
             k += 1
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(n_threads)]
@@ -92,20 +94,27 @@ def reload_under_load(client: TestClient) -> tuple[list, dict, float, float]:
     return results, r.json(), t0, t1
 
 
-def test_admin_reload_swaps_under_load_without_failures(reg, tmp_path):
+def test_admin_reload_swaps_under_load_without_failures(reg, tmp_path, monkeypatch):
     write_fake_version(reg.root / "v2", list(LABELS), seed=2)
     with client_for(reg, tmp_path, admin_key="adm") as c:
+        load = service_app.Classifier.load
+
+        def slow_load(*a, **kw):  # a real model takes seconds to load; the fake one must too, or nothing overlaps
+            time.sleep(0.5)
+            return load(*a, **kw)
+
+        monkeypatch.setattr(service_app.Classifier, "load", slow_load)
         assert c.post("/admin/reload").status_code == 401
         assert c.post("/admin/reload", headers={"Authorization": "Bearer nope"}).status_code == 401
         assert c.get("/version").json()["version"] == "shipped-1"
         reg.promote("v2")
         results, body, t0, t1 = reload_under_load(c)
         assert body["previous"] == "shipped-1" and body["version"] == "v2-s2"
-        assert {s for s, _, _ in results} == {200}, [r for r in results if r[0] != 200][:3]
-        versions = [v for _, v, _ in results]
+        assert {r[0] for r in results} == {200}, [r for r in results if r[0] != 200][:3]
+        versions = [r[1] for r in results]
         assert set(versions) == {"shipped-1", "v2-s2"}
-        assert any(t0 < t < t1 for _, _, t in results)  # requests completed while the reload ran
-        assert all(v == "v2-s2" for _, v, t in results if t > t1 + 0.05)  # nothing old after the swap
+        assert any(t0 < end < t1 for _, _, _, end in results)  # requests completed while the reload ran
+        assert all(v == "v2-s2" for _, v, start, _ in results if start > t1)  # nothing old after the swap
         assert c.get("/version").json()["version"] == "v2-s2"
         assert c.get("/health").json()["model_version"] == "v2-s2"
 
@@ -174,7 +183,7 @@ def test_round_trip_feedback_train_gate_promote_reload(reg, tmp_path):
         assert g.passed, g.format()
         reg.promote("v2", gate=g.to_dict())
         results, body, _, _ = reload_under_load(c)
-        assert {s for s, _, _ in results} == {200}
+        assert {r[0] for r in results} == {200}
         new_version = res.manifest["version"]
         assert body["version"] == new_version and "agentic" in body["labels"]
         tag = c.post("/v1/classify", json={"text": "use the booking tool please"}).json()
