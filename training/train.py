@@ -93,6 +93,8 @@ def train(out_dir: Path, config: TrainConfig | None = None, examples: list[datam
         "written_macro_f1": round(macro_f1(y[va][written_va], pv[written_va], len(labels)), 4)}}
     log(f"head: C={head.C} T={head.temperature:.2f} validation {metrics['validation']}")
     probe = [examples[j].text for j in va[:PROBE_SIZE]]
+    calib = [examples[j].text for j in
+             sorted(np.random.default_rng(cfg.seed).permutation(tr)[: cfg.calibration_size].tolist())]
     counts = {
         "total": len(examples), "train": len(tr), "validation": len(va),
         "by_label": dict(Counter(e.label for e in examples)),
@@ -101,7 +103,8 @@ def train(out_dir: Path, config: TrainConfig | None = None, examples: list[datam
     }
     out = export.write_model(out_dir, head=head, clf=clf, labels=labels, config=cfg.to_dict(),
                              probe_texts=probe, data_hashes=datamod.source_hashes(), metrics=metrics,
-                             counts=counts, parent=parent, adapters=adapters, finetune=finetune)
+                             counts=counts, parent=parent, adapters=adapters, finetune=finetune,
+                             calibration_texts=calib)
     write_reference(out, head.proba(X[va]), [e.label for e in examples], labels)
     log(f"wrote {out} in {time.time() - t0:.0f}s")
     return out
