@@ -66,6 +66,9 @@ def variant_dir(model: Path, quantization: str) -> Path:
         man = json.loads((model / "manifest.json").read_text())
         build_graph(head["weight"], head["bias"], man["labels"], d / "model.onnx", quantization,
                     adapters=model_adapters(model, man))
+        # the copy describes its own graph: quantisation and file hashes (no smoothing scales)
+        files = {n: sha256(d / n) for n in man["files"] if (d / n).exists()}
+        (d / "manifest.json").write_text(json.dumps({**man, "quantization": quantization, "files": files}))
     return d
 
 

@@ -76,7 +76,10 @@ def train(out_dir: Path, config: TrainConfig | None = None, examples: list[datam
     finetune = None
     if adapters:
         X = Embedder(cfg.max_tokens, adapters=adapters)(texts, progress=True)
-        finetune = {"method": "adapters kept from the parent model", "file": "adapters.npz"}
+        layers = sorted({int(k.split(".")[0][1:]) for k in adapters})
+        finetune = {"method": "LoRA adapters kept from the parent model (only the head is refit)",
+                    "file": "adapters.npz", "layers": layers,
+                    "rank": int(next(a for k, a in adapters.items() if k.endswith(".A")).shape[0])}
     else:
         X = Embedder(cfg.max_tokens)(texts, progress=True)
     log(f"embeddings: {X.shape} in {time.time() - t0:.0f}s")
