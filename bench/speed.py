@@ -54,7 +54,8 @@ def variant_dir(model: Path, quantization: str) -> Path:
     head hash; an int8 variant of a q4 model is plain dynamic quantisation, without smoothing scales)."""
     from classifier.build import build_graph, cache_dir, model_adapters, sha256
 
-    if json.loads((model / "manifest.json").read_text())["quantization"] == quantization:
+    man = json.loads((model / "manifest.json").read_text())
+    if man["quantization"] == quantization:
         return model
     d = cache_dir() / f"bench-{quantization}-{sha256(model / 'head.npz')[:10]}"
     if not (d / "model.onnx").exists():
@@ -63,7 +64,6 @@ def variant_dir(model: Path, quantization: str) -> Path:
             if (model / f).exists():
                 shutil.copy2(model / f, d / f)
         head = np.load(model / "head.npz")
-        man = json.loads((model / "manifest.json").read_text())
         build_graph(head["weight"], head["bias"], man["labels"], d / "model.onnx", quantization,
                     adapters=model_adapters(model, man))
         # the copy describes its own graph: quantisation and file hashes (no smoothing scales)

@@ -26,6 +26,11 @@ Adapters = dict[str, np.ndarray]
 Smoothing = dict[str, np.ndarray]
 
 
+def linear_shape(f: E5File, lin: str) -> tuple[int, int]:
+    """(out, in) of linear map ``lin`` (q, k, v, ao, fi, fo) of one encoder layer."""
+    return (f.ffn if lin == "fi" else f.hidden), (f.ffn if lin == "fo" else f.hidden)
+
+
 def smoothing_inputs(f: E5File) -> dict[str, str]:
     """The fused graph's tensors that feed each quantised linear map, by smoothing key (``l{i}.attn``: the
     Attention input (fused q/k/v), ``ao``: attention output projection, ``fi``/``fo``: the FFN's two maps)."""
@@ -41,11 +46,8 @@ def smoothing_inputs(f: E5File) -> dict[str, str]:
 def _in_absmax(f: E5File, key: str) -> np.ndarray:
     """Per input channel max |w| of the linear map(s) behind a smoothing key."""
     li, lin = key[1:].split(".")
-    t, H, FF = f.tensors, f.hidden, f.ffn
-    if lin == "attn":
-        w = np.concatenate([t[f"l{li}.{k}.w"].reshape(H, H) for k in ("q", "k", "v")])
-    else:
-        w = t[f"l{li}.{lin}.w"].reshape(H if lin != "fi" else FF, FF if lin == "fo" else H)
+    maps = ("q", "k", "v") if lin == "attn" else (lin,)
+    w = np.concatenate([f.tensors[f"l{li}.{k}.w"].reshape(linear_shape(f, k)) for k in maps])
     return np.abs(w).max(0)
 
 
@@ -68,7 +70,7 @@ def check_smoothing(f: E5File, smooth: Smoothing) -> None:
         m = SMOOTH_KEY.match(key)
         if not m or key not in want:
             raise ValueError(f"smoothing key {key!r} is not l<0..{f.layers - 1}>.<attn|ao|fi|fo>")
-        n = f.ffn if m.group(2) == "fo" else f.hidden
+        n = linear_shape(f, "q" if m.group(2) == "attn" else m.group(2))[1]
         if s.shape != (n,) or s.dtype != np.float32 or not np.all(np.isfinite(s)) or not np.all(s > 0):
             raise ValueError(f"smoothing vector {key!r} has shape {s.shape} {s.dtype}; expected {n} positive "
                              "finite float32 values")
@@ -82,8 +84,7 @@ def check_adapters(f: E5File, adapters: Adapters) -> None:
         if not m or int(m.group(1)) >= f.layers:
             raise ValueError(f"adapter key {key!r} is not l<0..{f.layers - 1}>.<q|k|v|ao|fi|fo>.<A|B>")
         li, lin, ab = int(m.group(1)), m.group(2), m.group(3)
-        nout = f.ffn if lin == "fi" else f.hidden
-        nin = f.ffn if lin == "fo" else f.hidden
+        nout, nin = linear_shape(f, lin)
         other = adapters.get(f"l{li}.{lin}.{'B' if ab == 'A' else 'A'}")
         if other is None:
             raise ValueError(f"adapter {key!r} has no matching {'B' if ab == 'A' else 'A'} factor")
@@ -207,9 +208,9 @@ def build_encoder_graph(f: E5File, head_w: np.ndarray | None = None, head_b: np.
             s = smooth.get(key)
             if s is None:
                 return inp, w_in_out
-            inv = g.const(f"{key.replace('.', '_')}_smooth_inv", (1.0 / s).astype(np.float32))
-            return (g.op("Mul", [inp, inv], f"{key.replace('.', '_')}_smooth"),
-                    (w_in_out * s[:, None]).astype(np.float32))
+            name = key.replace(".", "_") + "_smooth"
+            inv = g.const(name + "_inv", (1.0 / s).astype(np.float32))
+            return g.op("Mul", [inp, inv], name), (w_in_out * s[:, None]).astype(np.float32)
     if not fused:
         split_shape = i64("split_shape", [0, 0, NH, hd])
         merge_shape = i64("merge_shape", [0, 0, H])

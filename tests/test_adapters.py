@@ -24,8 +24,7 @@ def random_adapters(f, layers, rank=2, seed=0, scale=0.3):
     out = {}
     for li in layers:
         for k in ("q", "k", "v", "ao", "fi", "fo"):
-            nout = f.ffn if k == "fi" else f.hidden
-            nin = f.ffn if k == "fo" else f.hidden
+            nout, nin = graphmod.linear_shape(f, k)
             out[f"l{li}.{k}.A"] = rng.normal(0, 1 / np.sqrt(nin), (rank, nin)).astype(np.float32)
             out[f"l{li}.{k}.B"] = rng.normal(0, scale, (nout, rank)).astype(np.float32)
     return out

@@ -81,11 +81,8 @@ def calibrate_smoothing(texts: list[str], max_tokens: int, adapters: dict[str, n
     names = sorted(set(inputs.values()))
     for n in names:
         model.graph.output.append(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None))
-    with tempfile.TemporaryDirectory(dir=build.cache_dir()) as td:  # > 2 GB protobuf limit: save with data
-        path = Path(td) / "calib.onnx"
-        onnx.save(model, str(path))
-        del model
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    del model
     tok = Tokenizer.from_file(str(build.tokenizer_path()))
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     amax: dict[str, np.ndarray] = {}
@@ -129,12 +126,12 @@ def write_model(out_dir: Path, *, head: Any, clf: Any, labels: list[str], config
         if quant == "int8":
             if not calibration_texts:
                 raise ValueError("an int8 export needs calibration_texts (training texts) for its smoothing scales")
-            smooth = calibrate_smoothing(calibration_texts, config["max_tokens"], adapters,
-                                         config.get("smooth_alpha", 0.8))
+            alpha = config["smooth_alpha"]
+            smooth = calibrate_smoothing(calibration_texts, config["max_tokens"], adapters, alpha)
             np.savez(tmp / build.SMOOTH_FILE, **smooth)
             names.append(build.SMOOTH_FILE)
             smoothing = {"method": "SmoothQuant (per input channel s = max|x|^a / max|w|^(1-a); x/s, s*W)",
-                         "alpha": config.get("smooth_alpha", 0.8), "calibration_texts": len(calibration_texts),
+                         "alpha": alpha, "calibration_texts": len(calibration_texts),
                          "calibration_text_hash": text_hash(calibration_texts), "file": build.SMOOTH_FILE}
         ref = reference_proba(probe_texts, clf, head.temperature, config["max_tokens"], adapters)
         # q4 first tries int8 activations (accuracy_level 4); if that misses the agreement gate it falls back to
